@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# Builds official Caffe from its pinned source with our patches and added
+# layer files, into a cache directory keyed by a hash of everything that goes
+# into the build. A second run with the same inputs does nothing.
+#
+# Usage: engine/build_caffe.sh [--cuda] [--python PY] [--source PATH] [--jobs N]
+#   --cuda         build the CUDA + cuDNN variant (default: CPU_ONLY)
+#   --python PY    the interpreter pycaffe is built for (default: .venv/bin/python)
+#   --source PATH  a Caffe source tarball or directory to use instead of the
+#                  pinned Debian source package (also: CAFFE_SOURCE=PATH)
+#   --jobs N       parallel compile jobs (default: nproc)
+#   --cuda-libs D  site-packages holding the nvidia-* wheels (CUDA variant;
+#                  also: CAFFE_CUDA_LIBS=D)
+# Environment: CAFFE_CACHE (default: <repo>/.cache/caffe), CAFFE_APT_MIRROR
+# (a Debian mirror URI; default: the one this machine's apt uses).
+# On success prints the install prefix as the last line of stdout.
+set -euo pipefail
+
+ENGINE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$ENGINE_DIR")
+# shellcheck source=engine/pins.sh
+source "$ENGINE_DIR/pins.sh"
+
+variant=cpu
+python_exe="$ROOT/.venv/bin/python"
+source_path="${CAFFE_SOURCE:-}"
+jobs=$(nproc)
+cuda_libs="${CAFFE_CUDA_LIBS:-}"
+cache="${CAFFE_CACHE:-$ROOT/.cache/caffe}"
+
+die() { echo "build_caffe: error: $*" >&2; exit 1; }
+log() { echo "build_caffe: $*" >&2; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cuda) variant=cuda ;;
+    --python) python_exe="$2"; shift ;;
+    --source) source_path="$2"; shift ;;
+    --jobs) jobs="$2"; shift ;;
+    --cuda-libs) cuda_libs="$2"; shift ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+  shift
+done
+
+[ -x "$python_exe" ] || die "no Python interpreter at '$python_exe'; run scripts/setup.sh first or pass --python"
+
+# --- the source ------------------------------------------------------------
+
+# The Debian mirror this machine's apt already uses for its main archive.
+apt_mirror() {
+  if [ -n "${CAFFE_APT_MIRROR:-}" ]; then echo "$CAFFE_APT_MIRROR"; return; fi
+  apt-cache policy 2>/dev/null | awk '
+    /^ *[0-9]+ (http|https|file):/ { uri = $2; next }
+    /release / && /o=Debian,/ && /l=Debian,/ && /c=main/ && uri != "" { print uri; exit }
+  '
+}
+
+# Downloads the pinned orig tarball with apt-get source, through a temporary
+# deb-src list for the pinned suite, and verifies it.
+fetch_pinned_tarball() {
+  local dest="$cache/downloads/$CAFFE_ORIG_TARBALL"
+  if [ -f "$dest" ]; then echo "$dest"; return; fi
+  local mirror; mirror=$(apt_mirror)
+  [ -n "$mirror" ] || die "could not find a Debian mirror in this machine's apt configuration; set CAFFE_APT_MIRROR=<uri> or CAFFE_SOURCE=<tarball>"
+  log "fetching caffe=$CAFFE_DEB_VERSION from $mirror ($CAFFE_DEB_SUITE)"
+  local tmp; tmp=$(mktemp -d "$cache/fetch.XXXXXX")
+  mkdir -p "$tmp/lists/partial" "$tmp/dl"
+  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $CAFFE_DEB_SUITE main" > "$tmp/sources.list"
+  local aptopts=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+                 -o "Dir::State::Lists=$tmp/lists" -o "APT::Sandbox::User=root" -q)
+  apt-get "${aptopts[@]}" update >&2 || die "apt-get update for the $CAFFE_DEB_SUITE deb-src list failed (mirror $mirror)"
+  (cd "$tmp/dl" && apt-get "${aptopts[@]}" source --download-only "caffe=$CAFFE_DEB_VERSION" >&2) \
+    || die "apt-get source caffe=$CAFFE_DEB_VERSION failed; set CAFFE_SOURCE=<tarball or directory> to use another copy"
+  local got; got=$(sha256sum "$tmp/dl/$CAFFE_ORIG_TARBALL" | cut -d' ' -f1)
+  [ "$got" = "$CAFFE_ORIG_SHA256" ] || die "$CAFFE_ORIG_TARBALL has sha256 $got, expected $CAFFE_ORIG_SHA256"
+  mkdir -p "$(dirname "$dest")"
+  mv "$tmp/dl/$CAFFE_ORIG_TARBALL" "$dest.part" && mv "$dest.part" "$dest"
+  rm -rf "$tmp"
+  echo "$dest"
+}
+
+# A content hash of the source, so that another copy gets its own build.
+source_hash() {
+  local path="$1"
+  if [ -f "$path" ]; then
+    sha256sum "$path" | cut -d' ' -f1
+  else
+    (cd "$path" && find . -type f -not -path './.git/*' -not -path './build/*' -print0 \
+      | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
+  fi
+}
+
+# Unpacks a tarball (with or without a top-level folder) or copies a directory.
+unpack_source() {
+  local path="$1" dest="$2"
+  mkdir -p "$dest"
+  if [ -f "$path" ]; then
+    tar -xzf "$path" -C "$dest"
+    if [ ! -f "$dest/CMakeLists.txt" ]; then
+      local top; top=$(find "$dest" -mindepth 1 -maxdepth 1 -type d)
+      [ -f "$top/CMakeLists.txt" ] || die "'$path' does not look like a Caffe source tarball (no CMakeLists.txt)"
+      (shopt -s dotglob; mv "$top"/* "$dest"/ && rmdir "$top")
+    fi
+  else
+    [ -f "$path/CMakeLists.txt" ] || die "'$path' is not a Caffe source directory (no CMakeLists.txt)"
+    (cd "$path" && tar -cf - --exclude=./.git --exclude=./build .) | tar -xf - -C "$dest"
+  fi
+}
+
+if [ -n "$source_path" ]; then
+  [ -e "$source_path" ] || die "CAFFE_SOURCE '$source_path' does not exist"
+  source_path=$(cd "$(dirname "$source_path")" && pwd)/$(basename "$source_path")
+  log "using Caffe source $source_path"
+else
+  mkdir -p "$cache"
+  source_path=$(fetch_pinned_tarball)
+fi
+
+# --- the configuration -----------------------------------------------------
+
+py_info=$("$python_exe" - <<'EOF'
+import os, sysconfig, numpy
+libdir = sysconfig.get_config_var("LIBDIR")
+name = sysconfig.get_config_var("LDLIBRARY")
+candidates = [os.path.join(libdir, name),
+              os.path.join(libdir, sysconfig.get_config_var("MULTIARCH") or "", name)]
+lib = next((c for c in candidates if os.path.exists(c)), "")
+print(sysconfig.get_paths()["include"])
+print(lib)
+print(numpy.get_include())
+print(numpy.__version__)
+EOF
+) || die "'$python_exe' cannot import numpy; run scripts/setup.sh first"
+{ read -r py_include; read -r py_library; read -r numpy_include; read -r numpy_version; } <<< "$py_info"
+[ -n "$py_library" ] || die "no shared libpython for '$python_exe' (Python must be built with --enable-shared)"
+case "$numpy_version" in 2.*) ;; *) die "numpy $numpy_version found; pycaffe must be built against numpy 2.x headers" ;; esac
+
+cmake_flags=(
+  -DCMAKE_BUILD_TYPE=Release
+  -DBLAS=Open
+  -DUSE_LEVELDB=OFF
+  -DUSE_LMDB=ON
+  -DUSE_OPENCV=ON
+  -DBUILD_docs=OFF
+  -DBUILD_python=ON
+  -DBUILD_python_layer=ON
+  -Dpython_version=3
+  -DPYTHON_EXECUTABLE="$python_exe"
+  -DPYTHON_INCLUDE_DIR="$py_include"
+  -DPYTHON_LIBRARY="$py_library"
+  -DNUMPY_INCLUDE_DIR="$numpy_include"
+  # Only our layer's gtest (plus gtest's main): the full suite takes long.
+  -DBUILD_only_tests=unpooling_layer
+)
+
+if [ "$variant" = cuda ]; then
+  [ -n "$cuda_libs" ] || die "--cuda needs --cuda-libs <site-packages with nvidia-cublas, nvidia-curand, nvidia-cudnn-cu13>"
+  nv="$cuda_libs/nvidia"
+  find_one() {  # find_one NAME: first file called NAME under the nvidia wheels
+    local hit; hit=$(find "$nv" -name "$1" -print -quit 2>/dev/null)
+    [ -n "$hit" ] || die "'$1' not found under $nv; install the CUDA wheels (scripts/setup.sh --cuda)"
+    echo "$hit"
+  }
+  cudnn_h=$(find_one cudnn.h); cublas_h=$(find_one cublas_v2.h); curand_h=$(find_one curand.h)
+  cudnn_so=$(find_one 'libcudnn.so.[0-9]*'); cublas_so=$(find_one 'libcublas.so.[0-9]*')
+  curand_so=$(find_one 'libcurand.so.[0-9]*')
+  extra_inc="-I$(dirname "$cublas_h") -I$(dirname "$curand_h") -I$(dirname "$cudnn_h")"
+  # cuBLAS needs cuBLASLt from the same wheel at link time; at run time the
+  # caller sets LD_LIBRARY_PATH (the wheels move with the build).
+  link_dirs="-Wl,-rpath-link,$(dirname "$cublas_so"):$(dirname "$cudnn_so"):$(dirname "$curand_so")"
+  cmake_flags+=(
+    -DCPU_ONLY=OFF
+    -DUSE_CUDNN=ON
+    -DCUDA_TOOLKIT_ROOT_DIR="${CUDA_HOME:-/usr/local/cuda}"
+    # The defaults include compute_20, which nvcc 13 rejects.
+    -DCUDA_ARCH_NAME=Manual
+    -DCUDA_ARCH_BIN="$CAFFE_CUDA_ARCH_BIN"
+    -DCUDA_ARCH_PTX="$CAFFE_CUDA_ARCH_PTX"
+    -DCUDNN_INCLUDE="$(dirname "$cudnn_h")"
+    -DCUDNN_LIBRARY="$cudnn_so"
+    # FindCUDA looks for cuBLAS and cuRAND itself (and drops preset paths on
+    # the first run): point it at unversioned links to the wheels' libraries.
+    -DCMAKE_LIBRARY_PATH="$cache/cuda-links"
+    -DCMAKE_CXX_FLAGS="$extra_inc"
+    -DCUDA_NVCC_FLAGS="$extra_inc"
+    -DCMAKE_EXE_LINKER_FLAGS="$link_dirs"
+    -DCMAKE_SHARED_LINKER_FLAGS="$link_dirs"
+  )
+else
+  cmake_flags+=(-DCPU_ONLY=ON)
+fi
+
+# --- the cache key ---------------------------------------------------------
+
+key=$( {
+  echo "source $(source_hash "$source_path")"
+  (cd "$ENGINE_DIR" && find patches overlay -type f -print0 \
+     | LC_ALL=C sort -z | xargs -0 sha256sum)
+  printf 'flag %s\n' "${cmake_flags[@]}"
+} | sha256sum | cut -c1-16)
+work="$cache/$variant-$key"
+
+if [ -f "$work/.complete" ]; then
+  log "$variant build is up to date ($work)"
+  ln -sfn "$(basename "$work")" "$cache/$variant"
+  echo "$work/install"
+  exit 0
+fi
+
+# --- patch, configure, build -----------------------------------------------
+
+log "building the $variant variant in $work (key $key)"
+rm -rf "$work"
+unpack_source "$source_path" "$work/src"
+for p in "$ENGINE_DIR"/patches/*.patch; do
+  patch -d "$work/src" -p1 --forward --batch --quiet < "$p" >&2 \
+    || die "patch $(basename "$p") does not apply to $source_path; the patches target caffe $CAFFE_DEB_VERSION (upstream 9b89154)"
+done
+cp -r "$ENGINE_DIR/overlay/." "$work/src/"
+if [ "$variant" = cuda ]; then
+  mkdir -p "$cache/cuda-links"
+  ln -sfn "$cublas_so" "$cache/cuda-links/libcublas.so"
+  ln -sfn "$curand_so" "$cache/cuda-links/libcurand.so"
+fi
+
+cmake -S "$work/src" -B "$work/build" -DCMAKE_INSTALL_PREFIX="$work/install" \
+  "${cmake_flags[@]}" > "$work/configure.log" 2>&1 \
+  || { tail -n 40 "$work/configure.log" >&2; die "cmake configure failed; full log: $work/configure.log"; }
+log "configured; compiling with $jobs jobs (log: $work/build.log)"
+targets=(caffe pycaffe caffe.bin test.testbin upgrade_net_proto_text)
+if ! cmake --build "$work/build" -j "$jobs" --target "${targets[@]}" > "$work/build.log" 2>&1; then
+  grep -E -B2 -A6 'error|Error' "$work/build.log" | head -n 60 >&2
+  die "compile failed; full log: $work/build.log"
+fi
+# install needs every default target; they are all built by now but tools.
+cmake --build "$work/build" -j "$jobs" > "$work/build-rest.log" 2>&1 \
+  || { tail -n 40 "$work/build-rest.log" >&2; die "build failed; log: $work/build-rest.log"; }
+cmake --install "$work/build" > "$work/install.log" 2>&1 \
+  || { tail -n 20 "$work/install.log" >&2; die "install failed; log: $work/install.log"; }
+cp "$work/build/test/test.testbin" "$work/install/bin/"
+touch "$work/.complete"
+ln -sfn "$(basename "$work")" "$cache/$variant"
+# Older builds of this variant are superseded.
+find "$cache" -mindepth 1 -maxdepth 1 -type d -name "$variant-*" ! -name "$(basename "$work")" -exec rm -rf {} +
+log "done: $work/install"
+echo "$work/install"

@@ -1,0 +1,18 @@
+# The pinned inputs of the Caffe build, sourced by engine/build_caffe.sh and
+# scripts/setup.sh.
+
+# Official Caffe: Debian's source package; its orig tarball is upstream BVLC
+# master, differing from the final commit 9b89154 only in README.md and
+# scripts/cpp_lint.py.
+CAFFE_DEB_VERSION="1.0.0+git20180821.99bd997-8"
+CAFFE_DEB_SUITE="bullseye"
+CAFFE_ORIG_TARBALL="caffe_1.0.0+git20180821.99bd997.orig.tar.gz"
+CAFFE_ORIG_SHA256="e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c"
+CAFFE_UPSTREAM_COMMIT="9b89154"  # BVLC/caffe master, for git checkouts (Docker)
+
+# CUDA variant: real architectures (Ampere, Ada, Hopper) plus PTX for newer.
+CAFFE_CUDA_ARCH_BIN="80 86 89 90"
+CAFFE_CUDA_ARCH_PTX="90"
+# cuBLAS, cuRAND and cuDNN come from PyPI wheels matching nvcc 13.0; cuobjdump
+# (to list the compiled architectures) is the oldest 13.x on PyPI.
+CAFFE_CUDA_WHEELS="nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cudnn-cu13==9.13.0.50 nvidia-cuda-cuobjdump==13.2.51"

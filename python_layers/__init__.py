@@ -1,0 +1,1 @@
+"""Caffe Python layers, referenced from prototxt as python_layers.<module>."""

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Sets the project up on a Debian 12 machine, as root, from nothing:
+#   1. the apt packages Caffe builds against;
+#   2. the virtualenv .venv (from the default python3) with requirements.txt
+#      and this project installed in editable mode;
+#   3. Caffe from its pinned source with our patches (engine/build_caffe.sh),
+#      CPU_ONLY, with pycaffe and Python layers;
+#   4. `import caffe` in .venv, and a `caffe` command in .venv/bin.
+# Every step is skipped when already done, so a second run takes seconds.
+#
+# Usage: scripts/setup.sh [--cuda]
+#   --cuda   also build the CUDA + cuDNN variant (compiles and links here;
+#            runs only where a GPU exists), with cuBLAS, cuRAND and cuDNN
+#            from PyPI wheels in .cache/cuda-wheels.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=engine/pins.sh
+source engine/pins.sh
+
+with_cuda=0
+for arg in "$@"; do
+  case "$arg" in
+    --cuda) with_cuda=1 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+  esac
+done
+log() { echo "setup: $*" >&2; }
+
+# --- 1. apt packages --------------------------------------------------------
+APT_PACKAGES=(
+  build-essential cmake pkg-config patch ca-certificates
+  python3 python3-dev python3-venv
+  libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
+  libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
+  libhdf5-dev liblmdb-dev libopenblas-dev
+  libopencv-dev   # the only package with OpenCVConfig.cmake
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "setup: missing apt packages (${missing[*]}); run as root or install them" >&2; exit 1; }
+  log "installing apt packages: ${missing[*]}"
+  apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+# --- 2. virtualenv ----------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv from $(command -v python3)"
+  python3 -m venv .venv
+fi
+req_stamp=.venv/.requirements.sha256
+req_hash=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$req_stamp" 2>/dev/null)" != "$req_hash" ]; then
+  log "installing requirements.txt into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -r requirements.txt >&2
+  .venv/bin/python -m pip install -q --no-deps -e . >&2
+  echo "$req_hash" > "$req_stamp"
+fi
+
+# --- 3. Caffe ---------------------------------------------------------------
+prefix=$(engine/build_caffe.sh --python "$ROOT/.venv/bin/python" | tail -n 1)
+
+# --- 4. pycaffe and the caffe command in .venv ------------------------------
+site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+echo "$prefix/python" > "$site/caffe_engine.pth"
+cat > .venv/bin/caffe.tmp <<WRAP
+#!/usr/bin/env bash
+# Caffe's command-line tool, run with this virtualenv's Python packages so that
+# Python layers (python_layers.*) import under \`caffe train\`.
+venv=\$(cd "\$(dirname "\${BASH_SOURCE[0]}")/.." && pwd)
+export PATH="\$venv/bin:\$PATH"
+export PYTHONPATH="$ROOT:$prefix/python:$site\${PYTHONPATH:+:\$PYTHONPATH}"
+exec "$prefix/bin/caffe" "\$@"
+WRAP
+chmod +x .venv/bin/caffe.tmp && mv .venv/bin/caffe.tmp .venv/bin/caffe
+
+if [ "$with_cuda" = 1 ]; then
+  wheels=.cache/cuda-wheels
+  wheel_stamp="$wheels/.installed"
+  if [ "$(cat "$wheel_stamp" 2>/dev/null)" != "$CAFFE_CUDA_WHEELS" ]; then
+    log "installing CUDA library wheels into $wheels"
+    rm -rf "$wheels"
+    # shellcheck disable=SC2086
+    .venv/bin/python -m pip install -q --no-deps --target "$wheels" $CAFFE_CUDA_WHEELS >&2
+    echo "$CAFFE_CUDA_WHEELS" > "$wheel_stamp"
+  fi
+  engine/build_caffe.sh --cuda --python "$ROOT/.venv/bin/python" --cuda-libs "$ROOT/$wheels" | tail -n 1 > /dev/null
+fi
+log "ready: .venv/bin/python -c 'import caffe', .venv/bin/caffe"
