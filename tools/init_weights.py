@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Builds starting weights from VGG16 ("surgery"):
+
+  deconvnet  conv1_1..conv5_3 copied; fc6 (InnerProduct 4096x25088) reshaped to a
+             4096x512x7x7 convolution, fc7 to 4096x4096x1x1; the decoder keeps its
+             Gaussian fillers; BatchNorm/Scale start as the identity.
+  fcn8s      the same encoder; per-class bilinear kernels in the upsampling layers;
+             zero score layers.
+
+The output caffemodel is accepted by `caffe train -weights`. Bad inputs stop
+with a message and write nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+from deconvnet.surgery import SurgeryError, build_init_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TARGET = {"deconvnet": ROOT / "prototxt" / "deconvnet_deploy.prototxt",
+                  "fcn8s": ROOT / "prototxt" / "fcn8s_deploy.prototxt"}
+DEFAULT_OUT = {"deconvnet": ROOT / "models" / "deconvnet_init_vgg16.caffemodel",
+               "fcn8s": ROOT / "models" / "fcn8s_init_vgg16.caffemodel"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("net", choices=sorted(DEFAULT_TARGET), help="which net to initialise")
+    parser.add_argument("--vgg-model", type=Path,
+                        default=ROOT / "models" / "VGG_ILSVRC_16_layers.caffemodel",
+                        help="VGG16 weights (default: models/VGG_ILSVRC_16_layers.caffemodel)")
+    parser.add_argument("--vgg-prototxt", type=Path, default=ROOT / "prototxt" / "vgg16_deploy.prototxt",
+                        help="VGG16 deploy net (default: prototxt/vgg16_deploy.prototxt)")
+    parser.add_argument("--target", type=Path, help="the net to initialise (default: its deploy prototxt)")
+    parser.add_argument("--out", type=Path, help="output caffemodel (default: models/<net>_init_vgg16.caffemodel)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the decoder's Gaussian fillers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        build_init_model(args.net, args.target or DEFAULT_TARGET[args.net], args.vgg_model,
+                         args.vgg_prototxt, args.out or DEFAULT_OUT[args.net], seed=args.seed)
+    except SurgeryError as err:
+        logging.error("init_weights: %s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+#!/usr/bin/env python3
+"""Writes every network and solver under prototxt/ from deconvnet/nets.py and
+deconvnet/solvers.py. With --check, writes nothing and exits 1 if a committed
+file differs from what the generator produces."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from deconvnet.prototxt import stale_files, write_all
+
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "prototxt"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder (default: prototxt/)")
+    parser.add_argument("--check", action="store_true", help="only compare, exit 1 on a difference")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.check:
+        stale = stale_files(args.out)
+        for name in stale:
+            logging.error("%s differs from the generator; run tools/make_prototxt.py", args.out / name)
+        return 1 if stale else 0
+    write_all(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
