@@ -46,7 +46,7 @@ def generate() -> dict[str, str]:
     files["fcn8s_train.prototxt"] = _text(
         nets.fcn8s_train_val(True, "sbd", SBD_ROOT, "train"), "nets", "FCN-8s_train")
     files["fcn8s_val.prototxt"] = _text(
-        nets.fcn8s_train_val(False, "voc", VOC_ROOT, "seg11valid"), "nets", "FCN-8s_val")
+        nets.fcn8s_train_val(False, "voc", VOC_ROOT, "val"), "nets", "FCN-8s_val")
     files["fcn8s_solver.prototxt"] = _text(
         solvers.fcn8s_solver("fcn8s_train.prototxt", "fcn8s_val.prototxt", f"{RUNS}/fcn8s/fcn8s"),
         "solvers")

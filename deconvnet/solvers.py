@@ -62,7 +62,7 @@ def fcn8s_solver(train_net: str, test_net: str, snapshot_prefix: str) -> caffe_p
     s = caffe_pb2.SolverParameter()
     s.train_net = train_net
     s.test_net.append(test_net)
-    s.test_iter.append(736)  # the SegVOC11 validation images FCN scored on
+    s.test_iter.append(1449)  # VOC 2012 val
     s.test_interval = 999999999  # scored by tools, not by the solver
     s.test_initialization = False
     s.base_lr = 1e-14
