@@ -56,10 +56,11 @@ fi
 req_stamp=.venv/.requirements.sha256
 req_hash=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$req_stamp" 2>/dev/null)" != "$req_hash" ]; then
-  log "installing requirements.txt into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip >&2
-  .venv/bin/python -m pip install -q -r requirements.txt >&2
-  .venv/bin/python -m pip install -q --no-deps -e . >&2
+  log "installing requirements.txt into .venv (log: .venv/pip.log)"
+  { .venv/bin/python -m pip install --upgrade pip &&
+    .venv/bin/python -m pip install -r requirements.txt &&
+    .venv/bin/python -m pip install --no-deps -e . ; } > .venv/pip.log 2>&1 \
+    || { tail -n 30 .venv/pip.log >&2; echo "setup: pip install failed; see .venv/pip.log" >&2; exit 1; }
   echo "$req_hash" > "$req_stamp"
 fi
 
@@ -87,7 +88,8 @@ if [ "$with_cuda" = 1 ]; then
     log "installing CUDA library wheels into $wheels"
     rm -rf "$wheels"
     # shellcheck disable=SC2086
-    .venv/bin/python -m pip install -q --no-deps --target "$wheels" $CAFFE_CUDA_WHEELS >&2
+    .venv/bin/python -m pip install --no-deps --target "$wheels" $CAFFE_CUDA_WHEELS > .venv/pip-cuda.log 2>&1 \
+      || { tail -n 30 .venv/pip-cuda.log >&2; echo "setup: CUDA wheel install failed; see .venv/pip-cuda.log" >&2; exit 1; }
     echo "$CAFFE_CUDA_WHEELS" > "$wheel_stamp"
   fi
   engine/build_caffe.sh --cuda --python "$ROOT/.venv/bin/python" --cuda-libs "$ROOT/$wheels" | tail -n 1 > /dev/null
