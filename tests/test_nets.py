@@ -128,6 +128,8 @@ def test_train_test_data_loss_accuracy(caffe, name):
 
 
 def test_solvers_follow_the_paper(caffe):
+    import json
+
     from google.protobuf import text_format
 
     for stage, stepsize, max_iter in ((1, 9000, 20000), (2, 10000, 40000)):
@@ -137,7 +139,11 @@ def test_solvers_follow_the_paper(caffe):
         assert (s.lr_policy, s.gamma, s.stepsize, s.max_iter) == ("step", pytest.approx(0.1), stepsize, max_iter)
         assert s.iter_size == 8 and s.snapshot == 2000
         assert s.snapshot_prefix.startswith(f"../runs/stage{stage}/")
+        # Relative paths resolve from prototxt/, where the README runs caffe.
         assert (PROTOTXT / s.snapshot_prefix).parent.is_dir()
+        assert (PROTOTXT / s.train_net).is_file() and (PROTOTXT / s.test_net[0]).is_file()
+        source = json.loads(layers_of(caffe, PROTOTXT / s.train_net)[0].python_param.param_str)["source"]
+        assert (PROTOTXT / source).resolve() == ROOT / "data" / "lmdb" / f"stage{stage}_train"
         train_net = layers_of(caffe, PROTOTXT / s.train_net)
         batch = next(l for l in train_net if l.name == "data").python_param.param_str
         assert '"batch_size": 8' in batch  # 8 x iter_size 8 = 64
