@@ -28,6 +28,10 @@ class DatasetError(Exception):
     """A dataset file is missing or malformed; the message names it."""
 
 
+class AnnotationFormatError(DatasetError):
+    """An annotation file exists but lacks the expected content: fatal."""
+
+
 @dataclass
 class Instance:
     mask: np.ndarray  # bool, image-sized
@@ -82,9 +86,9 @@ def _mat_field(path: Path, struct: str, field: str) -> np.ndarray:
     try:
         mat = scipy.io.loadmat(str(path), squeeze_me=True, struct_as_record=False)
     except (ValueError, OSError, TypeError) as err:
-        raise DatasetError(f"{path}: unreadable .mat file ({err})") from err
+        raise AnnotationFormatError(f"{path}: unreadable .mat file ({err})") from err
     if struct not in mat or not hasattr(mat[struct], field):
-        raise DatasetError(f"{path}: expected a struct '{struct}' with field '{field}' (SBD format)")
+        raise AnnotationFormatError(f"{path}: expected a struct '{struct}' with field '{field}' (SBD format)")
     return getattr(mat[struct], field)
 
 
@@ -166,4 +170,5 @@ def write_indexed_png(path: Path, labels: np.ndarray) -> None:
 def colorize(labels: np.ndarray) -> np.ndarray:
     """BGR colours of a label map, for overlays (OpenCV order)."""
     return voc_palette()[labels][:, :, ::-1]
+
 

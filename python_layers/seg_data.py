@@ -1,0 +1,215 @@
+"""SegDataLayer: feeds a crop database (deconvnet/crop_db.py) to Caffe.
+
+``param_str`` is JSON:
+
+| key | meaning | default |
+|---|---|---|
+| ``source`` | the database folder | required |
+| ``batch_size`` | examples per batch | 8 |
+| ``crop_size`` | side of the random (TRAIN) or centre (TEST) crop | 224 |
+| ``mirror`` | random horizontal flips (TRAIN only) | false |
+| ``mean`` | BGR mean subtracted from the image | 104.008 116.669 122.675 |
+| ``shuffle`` | a new shuffled pass over the balanced index each epoch (TRAIN) | false |
+| ``seed`` | random seed of order, crops and flips | 0 |
+| ``workers`` | prefetching processes (0: load in the layer) | 1 |
+
+Tops: ``data`` (N, 3, crop, crop) float32, BGR, mean subtracted; ``label``
+(N, 1, crop, crop) with 255 void. Image and label always get the same crop
+and flip. The batches depend only on the seed, not on the number of workers.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import multiprocessing as mp
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import caffe
+import numpy as np
+
+from deconvnet.architecture import MEAN_BGR
+from deconvnet.crop_db import CropDB
+
+DEFAULTS: dict[str, Any] = dict(batch_size=8, crop_size=224, mirror=False, mean=list(MEAN_BGR),
+                                shuffle=False, seed=0, workers=1)
+KEYS = set(DEFAULTS) | {"source"}
+
+
+@dataclass
+class BatchPlan:
+    """What one batch holds: record numbers, crop corners and flips."""
+
+    seq: int
+    records: np.ndarray
+    offsets: np.ndarray   # (N, 2) y, x
+    flips: np.ndarray     # (N,) bool
+
+
+def parse_params(param_str: str, phase_is_train: bool) -> dict[str, Any]:
+    try:
+        given = json.loads(param_str or "{}")
+    except json.JSONDecodeError as err:
+        raise ValueError(f"SegDataLayer: param_str is not JSON ({err}): {param_str!r}") from err
+    if not isinstance(given, dict):
+        raise ValueError("SegDataLayer: param_str must be a JSON object")
+    unknown = sorted(set(given) - KEYS)
+    if unknown:
+        raise ValueError(f"SegDataLayer: unknown param_str key {unknown[0]!r}; known keys: "
+                         f"{', '.join(sorted(KEYS))}")
+    if "source" not in given:
+        raise ValueError("SegDataLayer: param_str needs 'source' (the crop database folder)")
+    params = dict(DEFAULTS, **given)
+    for key in ("batch_size", "crop_size"):
+        if not isinstance(params[key], int) or params[key] <= 0:
+            raise ValueError(f"SegDataLayer: '{key}' must be a positive integer, got {params[key]!r}")
+    if not isinstance(params["workers"], int) or params["workers"] < 0:
+        raise ValueError(f"SegDataLayer: 'workers' must be 0 or more, got {params['workers']!r}")
+    if len(params["mean"]) != 3:
+        raise ValueError(f"SegDataLayer: 'mean' needs 3 values (B, G, R), got {params['mean']!r}")
+    params["train"] = phase_is_train
+    return params
+
+
+class BatchPlanner:
+    """The sequence of batches: deterministic for a seed."""
+
+    def __init__(self, index: np.ndarray, stored: int, params: dict[str, Any]) -> None:
+        self.index = index
+        self.stored = stored
+        self.params = params
+        self.rng = np.random.default_rng(params["seed"])
+        self.order = np.zeros(0, np.int64)
+        self.seq = 0
+
+    def _take(self, n: int) -> np.ndarray:
+        taken = []
+        while n > 0:
+            if len(self.order) == 0:
+                train_shuffle = self.params["train"] and self.params["shuffle"]
+                self.order = self.rng.permutation(self.index) if train_shuffle else self.index.copy()
+            taken.append(self.order[:n])
+            n -= len(taken[-1])
+            self.order = self.order[len(taken[-1]):]
+        return np.concatenate(taken)
+
+    def next(self) -> BatchPlan:
+        n, crop = self.params["batch_size"], self.params["crop_size"]
+        records = self._take(n)
+        if self.params["train"]:
+            offsets = self.rng.integers(0, self.stored - crop + 1, size=(n, 2))
+            flips = (self.rng.random(n) < 0.5) if self.params["mirror"] else np.zeros(n, bool)
+        else:
+            offsets = np.full((n, 2), (self.stored - crop) // 2)
+            flips = np.zeros(n, bool)
+        plan = BatchPlan(self.seq, records, offsets, flips)
+        self.seq += 1
+        return plan
+
+
+def load_batch(db: CropDB, plan: BatchPlan, crop: int, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n = len(plan.records)
+    data = np.empty((n, 3, crop, crop), np.float32)
+    label = np.empty((n, 1, crop, crop), np.float32)
+    for i, (number, (y, x), flip) in enumerate(zip(plan.records, plan.offsets, plan.flips)):
+        record = db.get(int(number))
+        img = record.image[y:y + crop, x:x + crop]
+        lab = record.label[y:y + crop, x:x + crop]
+        if flip:
+            img, lab = img[:, ::-1], lab[:, ::-1]
+        data[i] = (img.astype(np.float32) - mean).transpose(2, 0, 1)
+        label[i, 0] = lab
+    return data, label
+
+
+def _worker(source: str, crop: int, mean: np.ndarray, tasks: mp.Queue, results: mp.Queue) -> None:
+    import cv2
+
+    cv2.setNumThreads(0)
+    db = CropDB(Path(source))
+    while True:
+        plan = tasks.get()
+        if plan is None:
+            return
+        try:
+            results.put((plan.seq, load_batch(db, plan, crop, mean), None))
+        except Exception as err:  # reported by the layer, in the Caffe process
+            results.put((plan.seq, None, f"{type(err).__name__}: {err}"))
+
+
+class Prefetcher:
+    """Worker processes loading planned batches; results come back in order."""
+
+    def __init__(self, source: str, planner: BatchPlanner, crop: int, mean: np.ndarray, workers: int) -> None:
+        ctx = mp.get_context("fork")
+        self.planner = planner
+        self.tasks: mp.Queue = ctx.Queue()
+        self.results: mp.Queue = ctx.Queue()
+        self.procs = [ctx.Process(target=_worker, args=(source, crop, mean, self.tasks, self.results),
+                                  daemon=True) for _ in range(workers)]
+        for p in self.procs:
+            p.start()
+        self.waiting: dict[int, Any] = {}
+        self.next_seq = 0
+        for _ in range(2 * workers):  # batches in flight
+            self.tasks.put(planner.next())
+        atexit.register(self.close)
+
+    def get(self) -> tuple[np.ndarray, np.ndarray]:
+        while self.next_seq not in self.waiting:
+            try:
+                seq, batch, error = self.results.get(timeout=120)
+            except queue.Empty:
+                dead = [p.pid for p in self.procs if not p.is_alive()]
+                raise RuntimeError(f"SegDataLayer: no batch for 120 s (dead workers: {dead})")
+            if error:
+                raise RuntimeError(f"SegDataLayer worker failed: {error}")
+            self.waiting[seq] = batch
+        batch = self.waiting.pop(self.next_seq)
+        self.next_seq += 1
+        self.tasks.put(self.planner.next())
+        return batch
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+
+
+class SegDataLayer(caffe.Layer):
+    def setup(self, bottom, top) -> None:
+        if bottom or len(top) != 2:
+            raise ValueError("SegDataLayer: no bottoms and two tops (data, label)")
+        self.params = parse_params(self.param_str, self.phase == caffe.TRAIN)
+        self.db = CropDB(Path(self.params["source"]))
+        crop, stored = self.params["crop_size"], self.db.stored_size
+        if crop > stored:
+            raise ValueError(f"SegDataLayer: 'crop_size' {crop} is larger than the stored crops "
+                             f"({stored}x{stored}) of {self.params['source']}")
+        if len(self.db.index) == 0:
+            raise ValueError(f"SegDataLayer: {self.params['source']} holds no examples")
+        self.mean = np.asarray(self.params["mean"], np.float32)
+        planner = BatchPlanner(self.db.index, stored, self.params)
+        workers = self.params["workers"]
+        self.prefetcher = (Prefetcher(self.params["source"], planner, crop, self.mean, workers)
+                           if workers else None)
+        self.planner = planner
+        n = self.params["batch_size"]
+        top[0].reshape(n, 3, crop, crop)
+        top[1].reshape(n, 1, crop, crop)
+
+    def reshape(self, bottom, top) -> None:
+        pass
+
+    def forward(self, bottom, top) -> None:
+        if self.prefetcher is not None:
+            data, label = self.prefetcher.get()
+        else:
+            data, label = load_batch(self.db, self.planner.next(), self.params["crop_size"], self.mean)
+        top[0].data[...] = data
+        top[1].data[...] = label
+
+    def backward(self, top, propagate_down, bottom) -> None:
+        pass

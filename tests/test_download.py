@@ -1,0 +1,149 @@
+"""The download tool against an HTTP server on 127.0.0.1 that supports Range
+requests and can cut a transfer short or serve the wrong bytes."""
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import ROOT
+from deconvnet.download import Asset, DownloadError, download, extract
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+GOOD = Asset("test", "unused", "payload.bin", size=len(PAYLOAD), md5=hashlib.md5(PAYLOAD).hexdigest(),
+             sha1=hashlib.sha1(PAYLOAD).hexdigest())
+
+
+class Server:
+    """Serves PAYLOAD at /payload.bin. ``cut_after``: close the connection
+    after that many bytes of the next response(s); ``corrupt``: flip a byte."""
+
+    def __init__(self) -> None:
+        self.cut_after: int | None = None
+        self.cuts_left = 0
+        self.corrupt = False
+        self.ranges: list[str | None] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = bytearray(PAYLOAD)
+                if server.corrupt:
+                    body[1000] ^= 0xFF
+                start = 0
+                header = self.headers.get("Range")
+                server.ranges.append(header)
+                if header:
+                    start = int(header.split("=")[1].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                data = bytes(body[start:])
+                if server.cuts_left and server.cut_after is not None:
+                    server.cuts_left -= 1
+                    data = data[:server.cut_after]
+                self.wfile.write(data)
+                self.wfile.flush()
+                self.close_connection = True
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/payload.bin"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.stop()
+
+
+def test_plain_download(server, tmp_path):
+    path = download(GOOD, tmp_path, server.url, show_progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.ranges == [None]
+    # A second call finds the verified file and fetches nothing.
+    download(GOOD, tmp_path, server.url, show_progress=False)
+    assert len(server.ranges) == 1
+
+
+def test_truncated_transfer_fails_without_final_file(server, tmp_path):
+    server.cut_after, server.cuts_left = 300_000, 10
+    with pytest.raises(DownloadError, match="ended early: 300000 of 1048576 bytes"):
+        download(GOOD, tmp_path, server.url, retries=0, show_progress=False)
+    assert not (tmp_path / "payload.bin").exists()
+    assert (tmp_path / "payload.bin.part").stat().st_size == 300_000
+
+
+def test_resume_after_interruption(server, tmp_path):
+    server.cut_after, server.cuts_left = 400_000, 1
+    with pytest.raises(DownloadError):
+        download(GOOD, tmp_path, server.url, retries=0, show_progress=False)
+    # Rerun: the request asks only for the rest.
+    path = download(GOOD, tmp_path, server.url, retries=0, show_progress=False)
+    assert server.ranges == [None, "bytes=400000-"]
+    assert path.read_bytes() == PAYLOAD
+    assert not (tmp_path / "payload.bin.part").exists()
+
+
+def test_retries_resume_within_one_call(server, tmp_path):
+    server.cut_after, server.cuts_left = 250_000, 3
+    path = download(GOOD, tmp_path, server.url, retries=3, show_progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.ranges == [None, "bytes=250000-", "bytes=500000-", "bytes=750000-"]
+
+
+def test_checksum_mismatch(server, tmp_path):
+    server.corrupt = True
+    with pytest.raises(DownloadError, match="md5 checksum mismatch"):
+        download(GOOD, tmp_path, server.url, show_progress=False)
+    assert not (tmp_path / "payload.bin").exists()
+    assert not (tmp_path / "payload.bin.part").exists()
+
+
+def test_wrong_size(server, tmp_path):
+    wrong = Asset("test", "unused", "payload.bin", size=len(PAYLOAD) + 1)
+    with pytest.raises(DownloadError, match="1048576 bytes, expected 1048577"):
+        download(wrong, tmp_path, server.url, show_progress=False)
+    assert not (tmp_path / "payload.bin").exists()
+
+
+def test_extract_archive(tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("VOCdevkit/VOC2012/readme.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    archive = tmp_path / "a.tar"
+    archive.write_bytes(buffer.getvalue())
+    extract(archive, tmp_path / "data")
+    assert (tmp_path / "data" / "VOCdevkit" / "VOC2012" / "readme.txt").read_text() == "hello"
+    assert not list((tmp_path / "data").glob(".extract-*"))
+
+
+def test_cli_with_url_override(server, tmp_path):
+    """The tool, pointed at the loopback server, reports the checksum failure
+    of the real asset's expected md5 and exits 1."""
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "download.py"), "voc2012",
+                             "--url", f"voc2012={server.url}", "--data", str(tmp_path), "--retries", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "1048576 bytes, expected 1999639040" in result.stderr
+    assert not (tmp_path / "downloads" / "VOCtrainval_11-May-2012.tar").exists()

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Downloads PASCAL VOC 2012, SBD, VGG16 and the FCN-8s PASCAL weights from
+their documented upstream addresses, resuming interrupted transfers and
+verifying size and checksum. A file appears under its final name only when
+verified. Archives go to --data (and are unpacked there with --extract),
+weights to --models.
+
+  voc2012  VOCtrainval_11-May-2012.tar  -> data/VOCdevkit/VOC2012
+  sbd      benchmark.tgz                -> data/benchmark_RELEASE/dataset
+  vgg16    VGG_ILSVRC_16_layers.caffemodel
+  fcn8s    fcn8s-heavy-pascal.caffemodel
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from deconvnet.download import ASSETS, DownloadError, download, extract
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("assets", nargs="*", default=["all"], help=f"{', '.join(ASSETS)} or all (default)")
+    parser.add_argument("--data", type=Path, default=ROOT / "data", help="archives and datasets (default data/)")
+    parser.add_argument("--models", type=Path, default=ROOT / "models", help="weights (default models/)")
+    parser.add_argument("--url", action="append", default=[], metavar="NAME=URL",
+                        help="another address for an asset (repeatable)")
+    parser.add_argument("--extract", action="store_true", help="unpack the dataset archives")
+    parser.add_argument("--retries", type=int, default=3, help="resumed attempts after a failure")
+    parser.add_argument("--timeout", type=float, default=60, help="seconds without data before giving up")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = list(ASSETS) if "all" in args.assets else args.assets
+    unknown = [n for n in names if n not in ASSETS]
+    if unknown:
+        parser.error(f"unknown asset(s) {unknown}; choose from {list(ASSETS)}")
+    urls = {}
+    for item in args.url:
+        name, sep, url = item.partition("=")
+        if not sep or name not in ASSETS:
+            parser.error(f"--url wants NAME=URL with NAME in {list(ASSETS)}, got {item!r}")
+        urls[name] = url
+    failed = []
+    for name in names:
+        asset = ASSETS[name]
+        folder = args.models if asset.kind == "model" else args.data / "downloads"
+        try:
+            path = download(asset, folder, urls.get(name), args.retries, args.timeout)
+            if args.extract and asset.kind == "data":
+                logging.info("unpacking %s into %s", path, args.data)
+                extract(path, args.data)
+        except DownloadError as err:
+            logging.error("%s", err)
+            failed.append(name)
+    if failed:
+        logging.error("failed: %s", ", ".join(failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
