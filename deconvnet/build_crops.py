@@ -39,6 +39,7 @@ class BuildConfig:
     workers: int = 1
     strict: bool = False                 # unreadable inputs fail the build
     limit: int | None = None             # first N images only
+    commit_every: int = 20               # images per LMDB transaction
     proposal_cache: Path | None = None
     edge_params: EdgeBoxParams = field(default_factory=EdgeBoxParams)
 
@@ -111,7 +112,7 @@ def build(config: BuildConfig) -> dict[str, Any]:
     refs = ImageSource(config.voc_root, config.sbd_root).resolve(config.image_set)
     if config.limit is not None:
         refs = refs[:config.limit]
-    writer = CropDBWriter(config.out, config.params())
+    writer = CropDBWriter(config.out, config.params(), config.commit_every)
     todo = refs[writer.images_done:]
     LOG.info("stage %d: %d images (%d already done) -> %s", config.stage, len(refs),
              writer.images_done, config.out)

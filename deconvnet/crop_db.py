@@ -204,6 +204,25 @@ class CropDBWriter:
         return self.path
 
 
+_READ_ENVS: dict[str, tuple[int, lmdb.Environment]] = {}
+
+
+def _read_env(path: Path) -> lmdb.Environment:
+    """One read-only environment per database and process: LMDB allows only
+    one per process, and none may be used across fork(). A forked child
+    closes the one it inherited (only its own mapping goes) and opens its own."""
+    key = str(path.resolve())
+    pid = os.getpid()
+    if key in _READ_ENVS:
+        owner, env = _READ_ENVS[key]
+        if owner == pid:
+            return env
+        env.close()
+    env = lmdb.open(key, readonly=True, lock=False, readahead=False, max_readers=256)
+    _READ_ENVS[key] = (pid, env)
+    return env
+
+
 class CropDB:
     """Read access; safe to open in several processes."""
 
@@ -217,17 +236,10 @@ class CropDB:
                                   "build it with data_prep/build_dataset.py")
         self.manifest = json.loads((self.path / "manifest.json").read_text())
         self.index = np.load(self.path / "index.npy")
-        self._env = None
-        self._pid = None
 
     @property
     def env(self) -> lmdb.Environment:
-        # LMDB environments must not cross fork(): reopen in each process.
-        if self._env is None or self._pid != os.getpid():
-            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
-                                  max_readers=256)
-            self._pid = os.getpid()
-        return self._env
+        return _read_env(self.path)
 
     @property
     def num_records(self) -> int:
