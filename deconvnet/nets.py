@@ -137,20 +137,21 @@ def _bilinear_upsample(bottom, factor: int):
         weight_filler=dict(type="bilinear")))
 
 
-def _fcn8s_body(n: caffe.NetSpec, train: bool) -> None:
+def _fcn8s_body(n: caffe.NetSpec, width_divisor: int = 1) -> None:
     bottom = n.data
     for stage, convs, channels in VGG_BLOCKS:
         for k in range(1, convs + 1):
-            conv, relu = _fcn_conv_relu(bottom, channels, pad=100 if (stage, k) == (1, 1) else 1)
+            conv, relu = _fcn_conv_relu(bottom, channels // width_divisor,
+                                        pad=100 if (stage, k) == (1, 1) else 1)
             setattr(n, f"conv{stage}_{k}", conv)
             setattr(n, f"relu{stage}_{k}", relu)
             bottom = relu
         pool = L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=2, stride=2)
         setattr(n, f"pool{stage}", pool)
         bottom = pool
-    n.fc6, n.relu6 = _fcn_conv_relu(n.pool5, FC_WIDTH, kernel=7, pad=0)
+    n.fc6, n.relu6 = _fcn_conv_relu(n.pool5, FC_WIDTH // width_divisor, kernel=7, pad=0)
     n.drop6 = L.Dropout(n.relu6, dropout_ratio=0.5, in_place=True)
-    n.fc7, n.relu7 = _fcn_conv_relu(n.drop6, FC_WIDTH, kernel=1, pad=0)
+    n.fc7, n.relu7 = _fcn_conv_relu(n.drop6, FC_WIDTH // width_divisor, kernel=1, pad=0)
     n.drop7 = L.Dropout(n.relu7, dropout_ratio=0.5, in_place=True)
     n.score_fr = _score(n.drop7)
     n.upscore2 = _bilinear_upsample(n.score_fr, 2)
@@ -165,11 +166,13 @@ def _fcn8s_body(n: caffe.NetSpec, train: bool) -> None:
     n.score = L.Crop(n.upscore8, n.data, crop_param=dict(axis=2, offset=31))
 
 
-def fcn8s_deploy(height: int = 500, width: int = 500) -> caffe.proto.caffe_pb2.NetParameter:
-    """Any input size: reshape ``data`` before forward (tools do)."""
+def fcn8s_deploy(height: int = 500, width: int = 500,
+                 width_divisor: int = 1) -> caffe.proto.caffe_pb2.NetParameter:
+    """Any input size: reshape ``data`` before forward (tools do). A
+    width_divisor > 1 gives a reduced variant for CPU tests."""
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 3, height, width]))
-    _fcn8s_body(n, train=False)
+    _fcn8s_body(n, width_divisor)
     return n.to_proto()
 
 
@@ -188,7 +191,7 @@ def fcn8s_train_val(train: bool, dataset: str, root: str, split: str,
             param_str=fcn_data_param(dataset, root, split, train)))
     else:
         data(n)
-    _fcn8s_body(n, train)
+    _fcn8s_body(n)
     # FCN's loss: summed over pixels, not normalised (hence its tiny base_lr).
     n.loss = L.SoftmaxWithLoss(n.score, n.label,
                                loss_param=dict(normalize=False, ignore_label=IGNORE_LABEL))

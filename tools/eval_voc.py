@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Scores segmentations with the PASCAL VOC comp6 protocol: one 21x21
+confusion matrix over the whole set (ground-truth void 255 ignored), IoU =
+TP / (TP + FP + FN) per class, mean over the classes present (a class in
+neither ground truth nor prediction is n/a), and pixel accuracy.
+
+Predictions are PNGs named <id>.png holding class indices 0..20 (indexed
+PNGs in the VOC palette, as tools/infer.py writes them).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from deconvnet.evaluation import (PAPER_EDECONVNET_CRF, PAPER_MEANS, EvaluationError, confusion,
+                                  format_table, scores)
+from deconvnet.architecture import NUM_CLASSES
+from deconvnet.voc import DatasetError, read_indexed_png, read_split
+
+
+def evaluate(gt_dir: Path, pred_dir: Path, ids: list[str] | None):
+    if not gt_dir.is_dir():
+        raise EvaluationError(f"--gt-dir {gt_dir} is not a folder")
+    if not pred_dir.is_dir():
+        raise EvaluationError(f"--pred-dir {pred_dir} is not a folder")
+    if ids is None:
+        ids = sorted(p.stem for p in gt_dir.glob("*.png"))
+        if not ids:
+            raise EvaluationError(f"no ground-truth PNGs in {gt_dir}")
+    missing = [i for i in ids if not (pred_dir / f"{i}.png").is_file()]
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise EvaluationError(f"{len(missing)} prediction(s) missing in {pred_dir}: {shown}")
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for image_id in ids:
+        gt_path, pred_path = gt_dir / f"{image_id}.png", pred_dir / f"{image_id}.png"
+        gt = read_indexed_png(gt_path)
+        pred = read_indexed_png(pred_path)
+        if gt.shape != pred.shape:
+            raise EvaluationError(f"size mismatch: {pred_path} is {pred.shape[1]}x{pred.shape[0]}, "
+                                  f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}")
+        if pred.max() >= NUM_CLASSES:
+            bad = sorted(set(np.unique(pred).tolist()) - set(range(NUM_CLASSES)))
+            raise EvaluationError(f"{pred_path} holds values outside 0..20: {bad}")
+        cm += confusion(gt, pred)
+    return scores(cm, len(ids)), cm
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gt-dir", type=Path, required=True, help="SegmentationClass PNGs")
+    parser.add_argument("--pred-dir", type=Path, required=True, help="predicted label PNGs")
+    parser.add_argument("--list", type=Path, help="image ids to score (default: every ground-truth PNG)")
+    parser.add_argument("--json", type=Path, help="write the scores as JSON (IoUs as fractions)")
+    parser.add_argument("--compare-paper", action="store_true", help="add the paper's VOC 2012 test rows")
+    parser.add_argument("--name", default="ours", help="row label (default: ours)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        ids = read_split(args.list) if args.list else None
+        result, _ = evaluate(args.gt_dir, args.pred_dir, ids)
+    except (EvaluationError, DatasetError) as err:
+        logging.error("eval_voc: %s", err)
+        return 1
+    rows = [(args.name, result.per_class_iou * 100, result.mean_iou * 100)]
+    if args.compare_paper:
+        rows.append(("paper EDeconvNet+CRF", np.array(PAPER_EDECONVNET_CRF), PAPER_MEANS["EDeconvNet+CRF"]))
+        for name, mean in PAPER_MEANS.items():
+            if name != "EDeconvNet+CRF":
+                rows.append((f"paper {name}", np.full(NUM_CLASSES, np.nan), mean))
+    print(format_table(rows))
+    print(f"pixel accuracy {result.pixel_accuracy * 100:.1f}%, {result.num_images} images")
+    if args.json:
+        args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

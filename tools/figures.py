@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Draws the paper's figures from our own model, one PNG per command:
+
+  fig6  progressive aggregation after 1, 2, 5, 10, 20 and 50 proposals, in
+        decreasing size (paper Figure 6)
+  fig4  the most active channel of each unpooling and deconvolution output for
+        one proposal (the best-scoring one, or --box) (paper Figure 4)
+  fig5  class probability maps of the top classes (paper Figure 5)
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import numpy as np  # noqa: E402
+
+from deconvnet import figures  # noqa: E402
+from deconvnet.inference import DeconvNetModel, select_boxes  # noqa: E402
+from deconvnet.proposals import EdgeBoxParams, edge_boxes  # noqa: E402
+from deconvnet.voc import DatasetError, read_image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("figure", choices=("fig4", "fig5", "fig6"))
+    parser.add_argument("image", type=Path)
+    parser.add_argument("--weights", type=Path, required=True, help="DeconvNet caffemodel")
+    parser.add_argument("--model", type=Path, default=ROOT / "prototxt" / "deconvnet_deploy.prototxt")
+    parser.add_argument("--out", type=Path, help="PNG to write (default: <figure>_<image>.png)")
+    parser.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
+                        help="fig4: the proposal to show")
+    parser.add_argument("--aggregate", choices=("max", "sum"), default="max")
+    parser.add_argument("--gpu", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import caffe
+
+    if args.gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_device(args.gpu)
+        caffe.set_mode_gpu()
+    try:
+        image = read_image(args.image)
+    except DatasetError as err:
+        logging.error("figures: %s", err)
+        return 1
+    model = DeconvNetModel(str(args.model), str(args.weights), batch=50)
+    boxes, _ = edge_boxes(image, EdgeBoxParams())
+    out = args.out or Path(f"{args.figure}_{args.image.stem}.png")
+    if args.figure == "fig6":
+        figures.figure6(model, image, boxes, out, mode=args.aggregate)
+    elif args.figure == "fig5":
+        figures.figure5(model, image, boxes, out, mode=args.aggregate)
+    else:
+        box = np.array(args.box, np.float32) if args.box else select_boxes(boxes, image.shape, 1)[0]
+        figures.figure4(model, image, box, out)
+    logging.info("wrote %s", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Segments images with DeconvNet (SPEC section 4): edge-box proposals (top
+--top-k by objectness), each enlarged 1.2x, resized to the net's input and
+run in batches; score maps pasted back and aggregated (max, Eq. 1, or sum,
+Eq. 2); softmax; optionally the FCN-8s ensemble and a dense CRF.
+
+Ensembles: --ensemble mean is the paper's method (average DeconvNet's and
+FCN-8s's probability maps, then CRF); --ensemble product is what the
+authors' released code did (aggregated DeconvNet scores times max(0, FCN-8s
+scores), then softmax, then CRF).
+
+Outputs under --out: labels/<id>.png (VOC palette, values 0..20), with
+--save-probs probs/<id>.npy (float16, 21xHxW), with --overlays
+overlays/<id>.png, and with --voc-submission the server's layout
+results/VOC2012/Segmentation/comp6_test_cls/<id>.png plus results.tgz.
+Images whose label PNG exists are skipped (--overwrite redoes them).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+from tqdm import tqdm  # noqa: E402
+
+from deconvnet.inference import CRFParams, DeconvNetModel, FCNModel, Pipeline, Timings  # noqa: E402
+from deconvnet.outputs import (SUBMISSION_DIR, overlay, submission_archive, write_labels,  # noqa: E402
+                               write_png, write_probs)
+from deconvnet.proposals import EdgeBoxParams, ProposalCache  # noqa: E402
+from deconvnet.voc import DatasetError, read_image, read_split  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff"}
+
+
+def gather_inputs(args) -> list[tuple[str, Path]]:
+    """(id, path) pairs from files, folders, or a VOC root with a split/list."""
+    items: list[tuple[str, Path]] = []
+    for path in args.inputs:
+        if path.is_dir():
+            items += [(p.stem, p) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            items.append((path.stem, path))  # a missing file is reported per image
+    if args.voc_root:
+        ids = read_split(args.list) if args.list else read_split(
+            args.voc_root / "ImageSets" / "Segmentation" / f"{args.split}.txt")
+        items += [(i, args.voc_root / "JPEGImages" / f"{i}.jpg") for i in ids]
+    return items
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", type=Path, help="image files or folders")
+    p.add_argument("--voc-root", type=Path, help="VOCdevkit/VOC2012: take images from a split")
+    p.add_argument("--split", default="val", help="split of --voc-root (default val)")
+    p.add_argument("--list", type=Path, help="file of image ids (with --voc-root)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--model", type=Path, default=ROOT / "prototxt" / "deconvnet_deploy.prototxt")
+    p.add_argument("--weights", type=Path, required=True, help="DeconvNet caffemodel")
+    p.add_argument("--top-k", type=int, default=50, help="proposals per image (default 50)")
+    p.add_argument("--min-box-side", type=float, default=0,
+                   help="skip proposals whose shorter side is below this; the authors used 112 (default 0)")
+    p.add_argument("--batch", type=int, default=50, help="proposals per forward pass (default 50)")
+    p.add_argument("--aggregate", choices=("max", "sum"), default="max", help="Eq. 1 max (default) or Eq. 2 sum")
+    p.add_argument("--proposal-cache", type=Path, help="default: <out>/proposals")
+    p.add_argument("--edge-model", default="", help="structured-edge model.yml.gz (default: gradient edges)")
+    crf = p.add_argument_group("dense CRF")
+    crf.add_argument("--crf", action="store_true", help="apply the fully connected CRF")
+    defaults = CRFParams()
+    for name in defaults.__dataclass_fields__:
+        crf.add_argument(f"--crf-{name.replace('_', '-')}", type=type(getattr(defaults, name)),
+                         default=getattr(defaults, name), help=f"(default {getattr(defaults, name)})")
+    ens = p.add_argument_group("FCN-8s ensemble")
+    ens.add_argument("--fcn-weights", type=Path, help="FCN-8s caffemodel: enables the ensemble")
+    ens.add_argument("--fcn-model", type=Path, default=ROOT / "prototxt" / "fcn8s_deploy.prototxt")
+    ens.add_argument("--ensemble", choices=("mean", "product"), default="mean")
+    out = p.add_argument_group("outputs")
+    out.add_argument("--save-probs", action="store_true", help="write float16 probability maps")
+    out.add_argument("--overlays", action="store_true", help="write overlay PNGs")
+    out.add_argument("--voc-submission", action="store_true", help="write the VOC server layout and archive")
+    out.add_argument("--overwrite", action="store_true", help="redo images already done")
+    p.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    items = gather_inputs(args)
+    if not items:
+        logging.error("infer: no images given (files, folders, or --voc-root)")
+        return 2
+    for path, what in ((args.model, "--model"), (args.weights, "--weights")):
+        if not path.is_file():
+            logging.error("infer: %s %s not found", what, path)
+            return 2
+    import caffe
+
+    if args.gpu is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_device(args.gpu)
+        caffe.set_mode_gpu()
+    fcn = FCNModel(str(args.fcn_model), str(args.fcn_weights)) if args.fcn_weights else None
+    crf = CRFParams(**{n: getattr(args, f"crf_{n}") for n in CRFParams.__dataclass_fields__}) if args.crf else None
+    pipeline = Pipeline(DeconvNetModel(str(args.model), str(args.weights), args.batch), args.top_k,
+                        args.min_box_side, args.aggregate, crf, fcn, args.ensemble)
+    proposals = ProposalCache(args.proposal_cache or args.out / "proposals",
+                              EdgeBoxParams(edge_model=args.edge_model))
+    failures: list[str] = []
+    done = skipped = 0
+    totals = Timings()
+    for image_id, path in tqdm(items, unit="img", desc="infer", dynamic_ncols=True):
+        label_path = args.out / "labels" / f"{image_id}.png"
+        if label_path.exists() and not args.overwrite:
+            skipped += 1
+            continue
+        try:
+            image = read_image(path)
+        except DatasetError as err:
+            tqdm.write(f"infer: skipping {path}: {err}")
+            failures.append(f"{image_id}: {err}")
+            continue
+        start = time.perf_counter()
+        boxes, _ = proposals.get(image_id, image)
+        proposal_seconds = time.perf_counter() - start
+        result = pipeline.segment(image, boxes)
+        result.timings.proposals += proposal_seconds
+        totals.add(result.timings)
+        if args.save_probs:
+            write_probs(args.out / "probs" / f"{image_id}.npy", result.probs)
+        if args.overlays:
+            write_png(args.out / "overlays" / f"{image_id}.png", overlay(image, result.labels, result.boxes))
+        if args.voc_submission:
+            write_labels(args.out / SUBMISSION_DIR / f"{image_id}.png", result.labels)
+        write_labels(label_path, result.labels)  # last: marks the image done
+        done += 1
+    if args.voc_submission:
+        logging.info("wrote %s", submission_archive(args.out))
+    if done:
+        per = {k: v / done for k, v in vars(totals).items()}
+        logging.info("per image: " + ", ".join(f"{k} {v:.2f}s" for k, v in per.items() if v))
+    logging.info("%d segmented, %d already done, %d failed", done, skipped, len(failures))
+    if failures:
+        for line in failures:
+            logging.error("failed: %s", line)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
