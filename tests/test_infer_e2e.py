@@ -1,0 +1,123 @@
+"""tools/infer.py end to end with a reduced DeconvNet (and reduced FCN-8s)
+holding random weights, on synthetic images, scored by tools/eval_voc.py;
+and the figure commands."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, write
+from deconvnet.synthetic import SyntheticSpec, write_dataset
+
+SPLIT = "trainval"
+
+
+@pytest.fixture(scope="module")
+def setup(caffe, tmp_path_factory):
+    from deconvnet import nets
+
+    root = tmp_path_factory.mktemp("e2e")
+    write_dataset(root / "syn", SyntheticSpec(num_images=6, seed=2, voc_fraction=1.0))
+    caffe.set_random_seed(1)
+    deploy = write(root / "deconvnet.prototxt", str(nets.deconvnet_deploy(size=nets.Size(64, 8))))
+    net = caffe.Net(str(deploy), caffe.TEST)
+    for name, params in net.params.items():
+        if name.endswith("_bn"):  # identity statistics
+            params[0].data[...], params[1].data[...], params[2].data[...] = 0, 1, 1
+    net.save(str(root / "deconvnet.caffemodel"))
+    fcn = write(root / "fcn.prototxt", str(nets.fcn8s_deploy(width_divisor=8)))
+    fnet = caffe.Net(str(fcn), caffe.TEST)
+    rng = np.random.default_rng(0)
+    for params in fnet.params.values():
+        for p in params:
+            p.data[...] = rng.normal(0, 0.05, p.data.shape)
+    fnet.save(str(root / "fcn.caffemodel"))
+    return root
+
+
+def infer(setup, out, *extra):
+    args = [sys.executable, str(ROOT / "tools" / "infer.py"), "--out", str(out),
+            "--model", str(setup / "deconvnet.prototxt"), "--weights", str(setup / "deconvnet.caffemodel"),
+            "--proposal-cache", str(setup / "proposals"), *map(str, extra)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=600)
+
+
+def evaluate(setup, pred_dir, json_path):
+    voc = setup / "syn" / "VOCdevkit" / "VOC2012"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "eval_voc.py"), "--gt-dir",
+                             str(voc / "SegmentationClass"), "--pred-dir", str(pred_dir), "--list",
+                             str(voc / "ImageSets" / "Segmentation" / f"{SPLIT}.txt"), "--json", str(json_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(json_path.read_text())
+    assert 0 <= scores["mean_iou"] <= 1 and scores["num_images"] == 6
+    return scores
+
+
+@pytest.mark.parametrize("extra", [[], ["--crf"], ["--fcn-weights", "FCN", "--ensemble", "mean", "--crf"],
+                                   ["--fcn-weights", "FCN", "--ensemble", "product"],
+                                   ["--aggregate", "sum", "--min-box-side", "40"]],
+                         ids=["plain", "crf", "ensemble-mean-crf", "ensemble-product", "sum"])
+def test_infer_then_eval(setup, tmp_path, extra):
+    voc = setup / "syn" / "VOCdevkit" / "VOC2012"
+    extra = [str(setup / "fcn.caffemodel") if e == "FCN" else e for e in extra]
+    if "--fcn-weights" in extra:
+        extra += ["--fcn-model", str(setup / "fcn.prototxt")]
+    result = infer(setup, tmp_path / "out", "--voc-root", voc, "--split", SPLIT, "--save-probs",
+                   "--overlays", *extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    labels = sorted((tmp_path / "out" / "labels").glob("*.png"))
+    assert len(labels) == 6
+    first = labels[0].stem
+    label = np.array(Image.open(labels[0]))
+    assert Image.open(labels[0]).mode == "P" and label.max() <= 20
+    image = cv2.imread(str(voc / "JPEGImages" / f"{first}.jpg"))
+    assert label.shape == image.shape[:2]
+    probs = np.load(tmp_path / "out" / "probs" / f"{first}.npy")
+    assert probs.dtype == np.float16 and probs.shape == (21,) + image.shape[:2]
+    np.testing.assert_allclose(probs.astype(np.float32).sum(0), 1, atol=2e-2)
+    assert cv2.imread(str(tmp_path / "out" / "overlays" / f"{first}.png")).shape == image.shape
+    evaluate(setup, tmp_path / "out" / "labels", tmp_path / "scores.json")
+
+
+def test_folder_with_bad_gray_and_small_images(setup, tmp_path):
+    voc = setup / "syn" / "VOCdevkit" / "VOC2012"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = sorted((voc / "JPEGImages").glob("*.jpg"))
+    Image.open(source[0]).convert("L").save(inputs / "gray.jpg")
+    Image.open(source[1]).resize((40, 30)).save(inputs / "small.png")
+    (inputs / "broken.jpg").write_bytes(b"not a jpeg at all")
+    out = tmp_path / "out"
+    result = infer(setup, out, inputs, "--voc-submission")
+    assert result.returncode == 1
+    assert "broken" in result.stderr and "2 segmented, 0 already done, 1 failed" in result.stderr
+    assert np.array(Image.open(out / "labels" / "small.png")).shape == (30, 40)
+    assert (out / "results" / "VOC2012" / "Segmentation" / "comp6_test_cls" / "gray.png").exists()
+    import tarfile
+
+    with tarfile.open(out / "results.tgz") as tar:
+        assert sorted(tar.getnames()) == ["results/VOC2012/Segmentation/comp6_test_cls/gray.png",
+                                          "results/VOC2012/Segmentation/comp6_test_cls/small.png"]
+    # A rerun skips what is done and retries only the failure.
+    again = infer(setup, out, inputs)
+    assert "0 segmented, 2 already done, 1 failed" in again.stderr
+
+
+@pytest.mark.parametrize("figure", ["fig4", "fig5", "fig6"])
+def test_figure_commands(setup, tmp_path, figure):
+    image = sorted((setup / "syn" / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
+    out = tmp_path / f"{figure}.png"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "figures.py"), figure, str(image),
+                             "--model", str(setup / "deconvnet.prototxt"),
+                             "--weights", str(setup / "deconvnet.caffemodel"), "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    picture = cv2.imread(str(out))
+    assert picture is not None and picture.shape[0] > 100 and picture.shape[1] > 300
