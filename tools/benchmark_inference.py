@@ -61,6 +61,8 @@ def cpu_name() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--proposals", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=10,
+                        help="proposals per forward (default 10: 50 at once needs more than 24 GiB on CPU)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the aggregation timing")
     args = parser.parse_args(argv)
     import caffe
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     image = cv2.resize(image, (500, 375))
     with tempfile.TemporaryDirectory() as tmp:
         deploy = Path(tmp) / "deploy.prototxt"
-        deploy.write_text(str(nets.deconvnet_deploy(batch=args.proposals)))
+        deploy.write_text(str(nets.deconvnet_deploy(batch=args.batch)))
         net = caffe.Net(str(deploy), caffe.TEST)
         for name, params in net.params.items():
             if name.endswith("_bn"):
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = Path(tmp) / "random.caffemodel"
         net.save(str(weights))
         del net
-        model = DeconvNetModel(str(deploy), str(weights), batch=args.proposals)
+        model = DeconvNetModel(str(deploy), str(weights), batch=args.batch)
 
     times = {}
     start = time.perf_counter()
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     times["proposals (edge boxes, crops)"] = time.perf_counter() - start
     start = time.perf_counter()
     maps = model.scores(crops)
-    times[f"forward ({len(crops)} proposals, one batch)"] = time.perf_counter() - start
+    times[f"forward ({len(crops)} proposals, batches of {args.batch})"] = time.perf_counter() - start
     vec, loop = [], []
     for _ in range(args.repeats):
         start = time.perf_counter()
@@ -108,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     dense_crf(image, probs, CRFParams())
     times["dense CRF (10 iterations)"] = time.perf_counter() - start
 
-    print(f"Inference of one 500x375 image, {len(crops)} proposals, full DeconvNet, CPU")
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"Inference of one 500x375 image, {len(crops)} proposals, full DeconvNet, CPU; "
+          f"peak RSS {peak:.0f} MiB")
     print(f"Machine: {cpu_name()}, {os.cpu_count()} cores; Caffe with OpenBLAS")
     print()
     print("| step | seconds |")

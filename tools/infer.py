@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=50, help="proposals per image (default 50)")
     p.add_argument("--min-box-side", type=float, default=0,
                    help="skip proposals whose shorter side is below this; the authors used 112 (default 0)")
-    p.add_argument("--batch", type=int, default=50, help="proposals per forward pass (default 50)")
+    p.add_argument("--batch", type=int, default=50,
+                   help="proposals per forward pass (default 50: one image; on CPU use 10, 50 need over 24 GiB)")
     p.add_argument("--aggregate", choices=("max", "sum"), default="max", help="Eq. 1 max (default) or Eq. 2 sum")
     p.add_argument("--proposal-cache", type=Path, help="default: <out>/proposals")
     p.add_argument("--edge-model", default="", help="structured-edge model.yml.gz (default: gradient edges)")
