@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voc", type=Path, help="VOCdevkit/VOC2012 folder")
     parser.add_argument("--sbd", type=Path, help="benchmark_RELEASE/dataset folder")
     parser.add_argument("--image-set", default="union",
-                        help="union (VOC trainval + SBD train/val, the paper's), voc:SPLIT or sbd:SPLIT")
+                        help="union (VOC trainval + SBD train/val, the paper's), union-minus-voc-val "
+                             "(the same without VOC val images, for a clean val score), voc:SPLIT or sbd:SPLIT")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--min-iou", type=float, default=0.5, help="stage 2: proposal-instance IoU (default 0.5)")
     parser.add_argument("--max-proposals", type=int, default=2000, help="stage 2: proposals per image")

@@ -4,11 +4,12 @@ IoU = TP / (TP + FP + FN) per class, mean over the classes present."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from deconvnet.architecture import NUM_CLASSES
-from deconvnet.voc import CLASSES, VOID
+from deconvnet.voc import CLASSES, VOID, read_indexed_png
 
 # Table 1 of the paper: column headers in order.
 SHORT_NAMES = ("bkg", "aero", "bike", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -68,3 +69,33 @@ def format_table(rows: list[tuple[str, np.ndarray, float]]) -> str:
         mean_cell = "    n/a" if mean is None or np.isnan(mean) else f"{mean:7.1f}"
         lines.append(f"{name:<{width}}" + cells + mean_cell)
     return "\n".join(lines)
+
+
+def evaluate_dirs(gt_dir: Path, pred_dir: Path, ids: list[str] | None) -> tuple[Scores, np.ndarray]:
+    """Scores <pred_dir>/<id>.png against <gt_dir>/<id>.png over ids (default:
+    every ground-truth PNG); raises EvaluationError naming what is wrong."""
+    if not gt_dir.is_dir():
+        raise EvaluationError(f"--gt-dir {gt_dir} is not a folder")
+    if not pred_dir.is_dir():
+        raise EvaluationError(f"--pred-dir {pred_dir} is not a folder")
+    if ids is None:
+        ids = sorted(p.stem for p in gt_dir.glob("*.png"))
+        if not ids:
+            raise EvaluationError(f"no ground-truth PNGs in {gt_dir}")
+    missing = [i for i in ids if not (pred_dir / f"{i}.png").is_file()]
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise EvaluationError(f"{len(missing)} prediction(s) missing in {pred_dir}: {shown}")
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for image_id in ids:
+        gt_path, pred_path = gt_dir / f"{image_id}.png", pred_dir / f"{image_id}.png"
+        gt = read_indexed_png(gt_path)
+        pred = read_indexed_png(pred_path)
+        if gt.shape != pred.shape:
+            raise EvaluationError(f"size mismatch: {pred_path} is {pred.shape[1]}x{pred.shape[0]}, "
+                                  f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}")
+        if pred.max() >= NUM_CLASSES:
+            bad = sorted(set(np.unique(pred).tolist()) - set(range(NUM_CLASSES)))
+            raise EvaluationError(f"{pred_path} holds values outside 0..20: {bad}")
+        cm += confusion(gt, pred)
+    return scores(cm, len(ids)), cm

@@ -3,7 +3,9 @@
 ``union`` is the paper's training set: VOC 2012 trainval together with SBD
 train and val (10582 train_aug + 1449 val = 12031 images on the real data).
 Where an image has both annotations, VOC's (with its void borders) is used.
-``voc:SPLIT`` and ``sbd:SPLIT`` take one split file of one dataset.
+``union-minus-voc-val`` is the same without any VOC 2012 val image (SBD train
+overlaps VOC val), for a clean val score. ``voc:SPLIT`` and ``sbd:SPLIT`` take
+one split file of one dataset.
 """
 from __future__ import annotations
 
@@ -48,9 +50,14 @@ class ImageSource:
         return self.reader(ref.source).instances(ref.image_id)
 
     def resolve(self, spec: str) -> list[ImageRef]:
-        if spec == "union":
+        if spec in ("union", "union-minus-voc-val"):
             refs = [ImageRef("voc", i) for i in self.reader("voc").ids("trainval")]
             seen = {r.image_id for r in refs}
+            if spec == "union-minus-voc-val":
+                # SBD train overlaps VOC 2012 val: leave every val image out.
+                val = set(self.reader("voc").ids("val"))
+                refs = [r for r in refs if r.image_id not in val]
+                seen |= val
             sbd = self.reader("sbd")
             for split in ("train", "val"):
                 for i in sbd.ids(split):
@@ -60,5 +67,6 @@ class ImageSource:
             return refs
         source, _, split = spec.partition(":")
         if source not in ("voc", "sbd") or not split:
-            raise DatasetError(f"unknown image set '{spec}': use union, voc:SPLIT or sbd:SPLIT")
+            raise DatasetError(f"unknown image set '{spec}': use union, union-minus-voc-val, voc:SPLIT "
+                               "or sbd:SPLIT")
         return [ImageRef(source, i) for i in self.reader(source).ids(split)]

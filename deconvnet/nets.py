@@ -80,11 +80,12 @@ def _deconvnet_body(n: caffe.NetSpec, size: Size, global_stats: bool) -> None:
     n.seg_score = _conv(bottom, NUM_CLASSES, 1, 0, _gaussian())
 
 
-def seg_data_param(source: str, batch_size: int, crop_size: int, train: bool) -> str:
+def seg_data_param(source: str, batch_size: int, crop_size: int, train: bool,
+                   workers: int | None = None) -> str:
     """param_str of python_layers.seg_data.SegDataLayer (see the datasets docs)."""
     return json.dumps(dict(source=source, batch_size=batch_size, crop_size=crop_size,
                            mirror=train, mean=list(MEAN_BGR), shuffle=train, seed=0,
-                           workers=2 if train else 1), sort_keys=False)
+                           workers=workers if workers is not None else (2 if train else 1)))
 
 
 def deconvnet_deploy(batch: int = 1, size: Size = Size()) -> caffe.proto.caffe_pb2.NetParameter:
@@ -98,14 +99,15 @@ DataFn = Callable[[caffe.NetSpec], None]
 
 
 def deconvnet_train_test(train: bool, source: str, batch_size: int = 8, size: Size = Size(),
-                         data: DataFn | None = None) -> caffe.proto.caffe_pb2.NetParameter:
+                         data: DataFn | None = None,
+                         workers: int | None = None) -> caffe.proto.caffe_pb2.NetParameter:
     """The stage-1/2 TRAIN or TEST net. ``data`` may replace the Python data
     layer (tests use DummyData or Input); it must set n.data and n.label."""
     n = caffe.NetSpec()
     if data is None:
         n.data, n.label = L.Python(ntop=2, python_param=dict(
             module="python_layers.seg_data", layer="SegDataLayer",
-            param_str=seg_data_param(source, batch_size, size.input_size, train)))
+            param_str=seg_data_param(source, batch_size, size.input_size, train, workers)))
     else:
         data(n)
     _deconvnet_body(n, size, global_stats=not train)

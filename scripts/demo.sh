@@ -5,4 +5,4 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
-exec .venv/bin/python tools/engine_demo.py "$@"
+exec .venv/bin/python tools/demo.py "$@"

@@ -17,38 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deconvnet.evaluation import (PAPER_EDECONVNET_CRF, PAPER_MEANS, EvaluationError, confusion,
-                                  format_table, scores)
 from deconvnet.architecture import NUM_CLASSES
-from deconvnet.voc import DatasetError, read_indexed_png, read_split
-
-
-def evaluate(gt_dir: Path, pred_dir: Path, ids: list[str] | None):
-    if not gt_dir.is_dir():
-        raise EvaluationError(f"--gt-dir {gt_dir} is not a folder")
-    if not pred_dir.is_dir():
-        raise EvaluationError(f"--pred-dir {pred_dir} is not a folder")
-    if ids is None:
-        ids = sorted(p.stem for p in gt_dir.glob("*.png"))
-        if not ids:
-            raise EvaluationError(f"no ground-truth PNGs in {gt_dir}")
-    missing = [i for i in ids if not (pred_dir / f"{i}.png").is_file()]
-    if missing:
-        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-        raise EvaluationError(f"{len(missing)} prediction(s) missing in {pred_dir}: {shown}")
-    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
-    for image_id in ids:
-        gt_path, pred_path = gt_dir / f"{image_id}.png", pred_dir / f"{image_id}.png"
-        gt = read_indexed_png(gt_path)
-        pred = read_indexed_png(pred_path)
-        if gt.shape != pred.shape:
-            raise EvaluationError(f"size mismatch: {pred_path} is {pred.shape[1]}x{pred.shape[0]}, "
-                                  f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}")
-        if pred.max() >= NUM_CLASSES:
-            bad = sorted(set(np.unique(pred).tolist()) - set(range(NUM_CLASSES)))
-            raise EvaluationError(f"{pred_path} holds values outside 0..20: {bad}")
-        cm += confusion(gt, pred)
-    return scores(cm, len(ids)), cm
+from deconvnet.evaluation import (PAPER_EDECONVNET_CRF, PAPER_MEANS, EvaluationError, evaluate_dirs,
+                                  format_table)
+from deconvnet.voc import DatasetError, read_split
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         ids = read_split(args.list) if args.list else None
-        result, _ = evaluate(args.gt_dir, args.pred_dir, ids)
+        result, _ = evaluate_dirs(args.gt_dir, args.pred_dir, ids)
     except (EvaluationError, DatasetError) as err:
         logging.error("eval_voc: %s", err)
         return 1
