@@ -123,7 +123,7 @@ class Trainer:
     def __init__(self, config: StageConfig,
                  validate_fn: Callable[["Trainer"], dict] | None = None) -> None:
         self.config = config
-        self.validate_fn = validate_fn or (lambda t: validate(t.solver.test_nets[0], config.val_batches))
+        self.validate_fn = validate_fn or Trainer.validate_test_net
         if config.gpu is None:
             caffe.set_mode_cpu()
         else:
@@ -138,6 +138,13 @@ class Trainer:
         if not resumed and config.weights is not None:
             self.solver.net.copy_from(str(config.weights))
         self.snapshot_bytes = 2 * 4 * sum(p.data.size for ps in self.solver.net.params.values() for p in ps)
+
+    def validate_test_net(self) -> dict:
+        """The solver's test net on held-out crops, with the current weights:
+        Caffe shares them with the test net only inside its own Test()."""
+        net = self.solver.test_nets[0]
+        net.share_with(self.solver.net)
+        return validate(net, self.config.val_batches)
 
     # --- state ---------------------------------------------------------------
 

@@ -22,7 +22,9 @@ from __future__ import annotations
 import atexit
 import json
 import multiprocessing as mp
+import os
 import queue
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,13 +126,34 @@ def load_batch(db: CropDB, plan: BatchPlan, crop: int, mean: np.ndarray) -> tupl
     return data, label
 
 
-def _worker(source: str, crop: int, mean: np.ndarray, tasks: mp.Queue, results: mp.Queue) -> None:
+def _die_with_parent(parent: int) -> None:
+    """`caffe train` never finalises its embedded Python, so atexit handlers
+    do not stop the workers: have the kernel kill them with their parent."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(0)
+
+
+def _worker(source: str, crop: int, mean: np.ndarray, tasks: mp.Queue, results: mp.Queue,
+            parent: int) -> None:
     import cv2
 
+    _die_with_parent(parent)
     cv2.setNumThreads(0)
     db = CropDB(Path(source))
     while True:
-        plan = tasks.get()
+        try:
+            plan = tasks.get(timeout=5)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
         if plan is None:
             return
         try:
@@ -147,8 +170,8 @@ class Prefetcher:
         self.planner = planner
         self.tasks: mp.Queue = ctx.Queue()
         self.results: mp.Queue = ctx.Queue()
-        self.procs = [ctx.Process(target=_worker, args=(source, crop, mean, self.tasks, self.results),
-                                  daemon=True) for _ in range(workers)]
+        self.procs = [ctx.Process(target=_worker, args=(source, crop, mean, self.tasks, self.results,
+                                                        os.getpid()), daemon=True) for _ in range(workers)]
         for p in self.procs:
             p.start()
         self.waiting: dict[int, Any] = {}
