@@ -36,3 +36,27 @@ class Size:
     @property
     def fc6_kernel(self) -> int:
         return self.input_size // 32
+
+
+def forward_macs(size: Size = Size()) -> int:
+    """Multiply-accumulates of one forward pass of one example through the
+    convolutions and deconvolutions (everything else is small)."""
+    macs, side, cin = 0, size.input_size, 3
+    for _, convs, channels in VGG_BLOCKS:
+        for _ in range(convs):
+            macs += size.width(channels) * cin * 9 * side * side
+            cin = size.width(channels)
+        side //= 2
+    k = size.fc6_kernel
+    macs += size.width(FC_WIDTH) * cin * k * k                           # fc6
+    macs += size.width(FC_WIDTH) ** 2                                   # fc7
+    macs += size.width(FC_WIDTH) * size.width(512) * k * k              # fc6_deconv, 1x1 -> kxk
+    cin, side = size.width(512), k
+    for _, widths in DECODER_BLOCKS:
+        side *= 2
+        for channels in widths:
+            macs += cin * size.width(channels) * 9 * side * side
+            cin = size.width(channels)
+    macs += cin * NUM_CLASSES * side * side                              # seg_score
+    return macs
+

@@ -46,8 +46,8 @@ class DemoConfig:
     input_size: int = 64          # the reduced net's input (and crop) size
     width_divisor: int = 8
     stored_size: int = 72         # crops stored at this size, cropped to input_size
-    stage1_iters: int = 800
-    stage2_iters: int = 1200
+    stage1_iters: int = 1000
+    stage2_iters: int = 2000
     batch: int = 8
     val_interval: int = 200
     val_batches: int = 10

@@ -4,12 +4,12 @@
 # into the build. A second run with the same inputs does nothing.
 #
 # Usage: engine/build_caffe.sh [--cuda] [--python PY] [--source PATH] [--jobs N]
-#   --cuda         build the CUDA + cuDNN variant (default: CPU_ONLY)
+#   --cuda         build the CUDA + cuDNN + NCCL variant (default: CPU_ONLY)
 #   --python PY    the interpreter pycaffe is built for (default: .venv/bin/python)
 #   --source PATH  a Caffe source tarball or directory to use instead of the
 #                  pinned Debian source package (also: CAFFE_SOURCE=PATH)
 #   --jobs N       parallel compile jobs (default: nproc)
-#   --cuda-libs D  site-packages holding the nvidia-* wheels (CUDA variant;
+#   --cuda-libs D  a folder holding the nvidia-* wheels (CUDA variant;
 #                  also: CAFFE_CUDA_LIBS=D)
 # Environment: CAFFE_CACHE (default: <repo>/.cache/caffe), CAFFE_APT_MIRROR
 # (a Debian mirror URI; default: the one this machine's apt uses).
@@ -166,13 +166,18 @@ if [ "$variant" = cuda ]; then
   cudnn_h=$(find_one cudnn.h); cublas_h=$(find_one cublas_v2.h); curand_h=$(find_one curand.h)
   cudnn_so=$(find_one 'libcudnn.so.[0-9]*'); cublas_so=$(find_one 'libcublas.so.[0-9]*')
   curand_so=$(find_one 'libcurand.so.[0-9]*')
+  nccl_h=$(find_one nccl.h); nccl_so=$(find_one 'libnccl.so.[0-9]*')
   extra_inc="-I$(dirname "$cublas_h") -I$(dirname "$curand_h") -I$(dirname "$cudnn_h")"
   # cuBLAS needs cuBLASLt from the same wheel at link time; at run time the
   # caller sets LD_LIBRARY_PATH (the wheels move with the build).
-  link_dirs="-Wl,-rpath-link,$(dirname "$cublas_so"):$(dirname "$cudnn_so"):$(dirname "$curand_so")"
+  link_dirs="-Wl,-rpath-link,$(dirname "$cublas_so"):$(dirname "$cudnn_so"):$(dirname "$curand_so"):$(dirname "$nccl_so")"
   cmake_flags+=(
     -DCPU_ONLY=OFF
     -DUSE_CUDNN=ON
+    # Multi-GPU training: caffe train -gpu 0,1,... or -gpu all.
+    -DUSE_NCCL=ON
+    -DNCCL_INCLUDE_DIR="$(dirname "$nccl_h")"
+    -DNCCL_LIBRARIES="$nccl_so"
     -DCUDA_TOOLKIT_ROOT_DIR="${CUDA_HOME:-/usr/local/cuda}"
     # The defaults include compute_20, which nvcc 13 rejects.
     -DCUDA_ARCH_NAME=Manual

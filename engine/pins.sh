@@ -13,6 +13,6 @@ CAFFE_UPSTREAM_COMMIT="9b89154"  # BVLC/caffe master, for git checkouts (Docker)
 # CUDA variant: real architectures (Ampere, Ada, Hopper) plus PTX for newer.
 CAFFE_CUDA_ARCH_BIN="80 86 89 90"
 CAFFE_CUDA_ARCH_PTX="90"
-# cuBLAS, cuRAND and cuDNN come from PyPI wheels matching nvcc 13.0; cuobjdump
-# (to list the compiled architectures) is the oldest 13.x on PyPI.
-CAFFE_CUDA_WHEELS="nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cudnn-cu13==9.13.0.50 nvidia-cuda-cuobjdump==13.2.51"
+# cuBLAS, cuRAND, cuDNN and NCCL come from PyPI wheels matching nvcc 13.0;
+# cuobjdump (to list the compiled architectures) is the oldest 13.x on PyPI.
+CAFFE_CUDA_WHEELS="nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cudnn-cu13==9.13.0.50 nvidia-nccl-cu13==2.27.7 nvidia-cuda-cuobjdump==13.2.51"

@@ -8,10 +8,13 @@
 #   4. `import caffe` in .venv, and a `caffe` command in .venv/bin.
 # Every step is skipped when already done, so a second run takes seconds.
 #
-# Usage: scripts/setup.sh [--cuda]
-#   --cuda   also build the CUDA + cuDNN variant (compiles and links here;
-#            runs only where a GPU exists), with cuBLAS, cuRAND and cuDNN
-#            from PyPI wheels in .cache/cuda-wheels.
+# Usage: scripts/setup.sh [--cuda | --use-cuda]
+#   --cuda      also build the CUDA + cuDNN + NCCL variant (it compiles and
+#               links without a GPU; it runs only where one exists), with
+#               cuBLAS, cuRAND, cuDNN and NCCL from PyPI wheels in
+#               .cache/cuda-wheels; .venv keeps using the CPU build
+#   --use-cuda  build only the CUDA variant and make it the one .venv uses
+#               (GPU machines, the Docker image)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -19,10 +22,12 @@ cd "$ROOT"
 source engine/pins.sh
 
 with_cuda=0
+use_cuda=0
 for arg in "$@"; do
   case "$arg" in
     --cuda) with_cuda=1 ;;
-    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --use-cuda) with_cuda=1; use_cuda=1 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -65,7 +70,24 @@ if [ "$(cat "$req_stamp" 2>/dev/null)" != "$req_hash" ]; then
 fi
 
 # --- 3. Caffe ---------------------------------------------------------------
-prefix=$(engine/build_caffe.sh --python "$ROOT/.venv/bin/python" | tail -n 1)
+if [ "$with_cuda" = 1 ]; then
+  wheels=.cache/cuda-wheels
+  wheel_stamp="$wheels/.installed"
+  if [ "$(cat "$wheel_stamp" 2>/dev/null)" != "$CAFFE_CUDA_WHEELS" ]; then
+    log "installing CUDA library wheels into $wheels"
+    rm -rf "$wheels"
+    # shellcheck disable=SC2086
+    .venv/bin/python -m pip install --no-deps --target "$wheels" $CAFFE_CUDA_WHEELS > .venv/pip-cuda.log 2>&1 \
+      || { tail -n 30 .venv/pip-cuda.log >&2; echo "setup: CUDA wheel install failed; see .venv/pip-cuda.log" >&2; exit 1; }
+    echo "$CAFFE_CUDA_WHEELS" > "$wheel_stamp"
+  fi
+  cuda_prefix=$(engine/build_caffe.sh --cuda --python "$ROOT/.venv/bin/python" --cuda-libs "$ROOT/$wheels" | tail -n 1)
+fi
+if [ "$use_cuda" = 1 ]; then
+  prefix=$cuda_prefix
+else
+  prefix=$(engine/build_caffe.sh --python "$ROOT/.venv/bin/python" | tail -n 1)
+fi
 
 # --- 4. pycaffe and the caffe command in .venv ------------------------------
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
@@ -81,17 +103,4 @@ exec "$prefix/bin/caffe" "\$@"
 WRAP
 chmod +x .venv/bin/caffe.tmp && mv .venv/bin/caffe.tmp .venv/bin/caffe
 
-if [ "$with_cuda" = 1 ]; then
-  wheels=.cache/cuda-wheels
-  wheel_stamp="$wheels/.installed"
-  if [ "$(cat "$wheel_stamp" 2>/dev/null)" != "$CAFFE_CUDA_WHEELS" ]; then
-    log "installing CUDA library wheels into $wheels"
-    rm -rf "$wheels"
-    # shellcheck disable=SC2086
-    .venv/bin/python -m pip install --no-deps --target "$wheels" $CAFFE_CUDA_WHEELS > .venv/pip-cuda.log 2>&1 \
-      || { tail -n 30 .venv/pip-cuda.log >&2; echo "setup: CUDA wheel install failed; see .venv/pip-cuda.log" >&2; exit 1; }
-    echo "$CAFFE_CUDA_WHEELS" > "$wheel_stamp"
-  fi
-  engine/build_caffe.sh --cuda --python "$ROOT/.venv/bin/python" --cuda-libs "$ROOT/$wheels" | tail -n 1 > /dev/null
-fi
 log "ready: .venv/bin/python -c 'import caffe', .venv/bin/caffe"

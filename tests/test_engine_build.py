@@ -52,7 +52,7 @@ def test_cuda_variant_compiled_and_linked():
     assert (build / ".complete").exists(), "no CUDA build; run scripts/setup.sh --cuda"
     lib = next((build / "install" / "lib").glob("libcaffe.so.*"))
     needed = subprocess.run(["readelf", "-d", str(lib)], capture_output=True, text=True).stdout
-    for name in ("libcudart.so", "libcublas.so", "libcurand.so", "libcudnn.so"):
+    for name in ("libcudart.so", "libcublas.so", "libcurand.so", "libcudnn.so", "libnccl.so"):
         assert name in needed, f"{lib} does not link {name}"
     symbols = subprocess.run(["nm", "-DC", str(lib)], capture_output=True, text=True).stdout
     assert "caffe::UnpoolingLayer<float>::Forward_gpu" in symbols
