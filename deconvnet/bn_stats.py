@@ -6,14 +6,14 @@ those as the layer's global statistics (scale factor 1)."""
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 import caffe
+
+from deconvnet.atomic import save_net
 
 LOG = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ def write_statistics(model: Path, weights: Path, out: Path, batches: int, progre
         blobs[0].data[...] = mean
         blobs[1].data[...] = var
         blobs[2].data[...] = 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        net.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_net(net, out)
     LOG.info("wrote %s: %d BatchNorm layers over %d batches", out, len(stats), batches)
     return out

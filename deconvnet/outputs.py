@@ -4,29 +4,21 @@ layout. Every file is written under a temporary name and renamed, so an
 interrupted run never leaves a half-written result that looks done."""
 from __future__ import annotations
 
-import os
 import tarfile
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from deconvnet.atomic import atomic_path
 from deconvnet.voc import colorize, write_indexed_png
 
 SUBMISSION_DIR = Path("results") / "VOC2012" / "Segmentation" / "comp6_test_cls"
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def write_labels(path: Path, labels: np.ndarray) -> None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from deconvnet.atomic import atomic_path
 
 LOG = logging.getLogger(__name__)
 
@@ -116,15 +116,8 @@ class ProposalCache:
             except (OSError, ValueError, KeyError):
                 LOG.warning("recomputing unreadable proposal cache %s", path)
         boxes, scores = edge_boxes(image, self.params)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, boxes=boxes, scores=scores)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, boxes=boxes, scores=scores)
         return boxes, scores
 
 

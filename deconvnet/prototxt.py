@@ -4,11 +4,10 @@ regenerates everything and compares it with the committed files."""
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from deconvnet import nets, solvers
+from deconvnet.atomic import atomic_path
 
 LOG = logging.getLogger(__name__)
 
@@ -54,25 +53,14 @@ def generate() -> dict[str, str]:
     return files
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_all(folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, text in generate().items():
         path = folder / name
         if not path.exists() or path.read_text() != text:
-            write_atomic(path, text)
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
             LOG.info("wrote %s", path)
         written.append(path)
     return written

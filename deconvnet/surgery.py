@@ -8,8 +8,6 @@ written until every check has passed, and the output appears atomically.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,8 @@ from google.protobuf.message import DecodeError
 
 import caffe
 from caffe.proto import caffe_pb2
+
+from deconvnet.atomic import save_net
 
 LOG = logging.getLogger(__name__)
 
@@ -186,14 +186,6 @@ def build_init_model(net: str, target_prototxt: Path, vgg_model: Path, vgg_proto
         identity_batchnorm(target)
     else:
         fcn_heads(target)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        target.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_net(target, out)
     LOG.info("wrote %s (%.1f MiB)", out, out.stat().st_size / 2**20)
     return out

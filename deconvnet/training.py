@@ -31,6 +31,7 @@ from caffe.proto import caffe_pb2
 
 from deconvnet.architecture import NUM_CLASSES
 from deconvnet.evaluation import confusion, scores
+from deconvnet.machine import use_device
 
 LOG = logging.getLogger(__name__)
 STATE_FILE = "train_state.json"
@@ -124,11 +125,7 @@ class Trainer:
                  validate_fn: Callable[["Trainer"], dict] | None = None) -> None:
         self.config = config
         self.validate_fn = validate_fn or Trainer.validate_test_net
-        if config.gpu is None:
-            caffe.set_mode_cpu()
-        else:
-            caffe.set_device(config.gpu)
-            caffe.set_mode_gpu()
+        use_device(config.gpu)
         self.solver_path, self.param = prepare_solver(config)
         self.solver = caffe.get_solver(str(self.solver_path))
         self.log_path = config.run_dir / "log.jsonl"

@@ -4,12 +4,10 @@ balancing, shared storage, resumption after a kill, and bad input."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np

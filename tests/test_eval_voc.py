@@ -68,6 +68,7 @@ def test_perfect_and_empty_predictions(tmp_path):
     # Predicting background everywhere: class 3 gets IoU 0, background 3/5.
     write_indexed_png(pred_dir / "x.png", np.zeros_like(gt, np.uint8))
     empty = run(gt_dir, pred_dir, "--json", tmp_path / "e.json")
+    assert empty.returncode == 0
     s = json.loads((tmp_path / "e.json").read_text())
     assert s["per_class_iou"]["bird"] == 0.0
     assert s["per_class_iou"]["background"] == pytest.approx(3 / 5)

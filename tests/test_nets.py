@@ -247,3 +247,20 @@ def test_fcn8s_layout(caffe):
     train = {l.name: l for l in layers_of(caffe, PROTOTXT / "fcn8s_train.prototxt")}
     assert train["data"].python_param.module == "python_layers.fcn_data"
     assert train["loss"].loss_param.ignore_label == 255
+
+
+def test_forward_macs_counts_the_caffe_net(deploy):
+    """architecture.forward_macs (used for the GPU benchmark's TFLOPS)
+    against a count from the Caffe net's own weights and blob shapes."""
+    from deconvnet.architecture import forward_macs
+
+    total = 0
+    for name, layer in zip(deploy._layer_names, deploy.layers):
+        if layer.type == "Convolution":
+            spatial = np.prod(deploy.blobs[deploy.top_names[name][0]].data.shape[2:])
+        elif layer.type == "Deconvolution":
+            spatial = np.prod(deploy.blobs[deploy.bottom_names[name][0]].data.shape[2:])
+        else:
+            continue
+        total += deploy.params[name][0].data.size * int(spatial)
+    assert forward_macs() == total

@@ -123,7 +123,7 @@ def assert_failed_cleanly(result, out, *phrases):
     for phrase in phrases:
         assert phrase in result.stderr, result.stderr[-2000:]
     assert not out.exists()
-    assert not list(out.parent.glob(f".{out.name}*")), "a partial file was left behind"
+    assert not list(out.parent.glob(f".{out.stem}.*")), "a partial file was left behind"
 
 
 def test_missing_layers_are_listed(caffe, reduced, tmp_path):

@@ -23,6 +23,8 @@ from deconvnet.image_sets import ImageSource  # noqa: E402
 from deconvnet.proposals import EdgeBoxParams, edge_boxes  # noqa: E402
 from deconvnet.synthetic import SyntheticSpec, write_dataset  # noqa: E402
 
+from deconvnet.machine import cpu_name  # noqa: E402
+
 REAL_IMAGES = 12031            # VOC trainval + SBD train/val
 REAL_PIXELS = 500 * 375        # a typical VOC image
 REAL_STAGE1, REAL_STAGE2 = 200_000, 2_700_000   # balanced examples (paper)
@@ -45,13 +47,6 @@ def data_layer_rate(db: Path, workers: int, batches: int, folder: Path) -> float
     rate = batches * 8 / (time.perf_counter() - start)
     del net
     return rate
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

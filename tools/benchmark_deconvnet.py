@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from deconvnet.machine import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CAFFE = ROOT / ".venv" / "bin" / "caffe"
@@ -103,13 +104,6 @@ def torch_side(batch: int, iterations: int) -> dict:
     result = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
     result["rss"] = rss
     return result
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

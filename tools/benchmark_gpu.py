@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- {flops_per_sample / 1e9:.0f} GFLOP per training sample: Caffe sustains {achieved:.1f} TFLOPS"
           + (f" of the {peak} TFLOPS fp32 peak ({achieved / peak:.0%}), the physical limit being "
              f"{peak * 1e12 / flops_per_sample:.0f} samples/s" if peak else " (fp32 peak unknown: --peak-tflops)"))
-    print(f"- end-to-end parts (s): " + ", ".join(f"{k} {v:.3f}" for k, v in caffe_r["end_to_end_parts"].items()))
+    print("- end-to-end parts (s): " + ", ".join(f"{k} {v:.3f}" for k, v in caffe_r["end_to_end_parts"].items()))
     return 0
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -23,6 +22,8 @@ from deconvnet.inference import (CRFParams, DeconvNetModel, dense_crf, paste_and
                                  proposal_batch, select_boxes, softmax)
 from deconvnet.proposals import EdgeBoxParams, edge_boxes  # noqa: E402
 from deconvnet.synthetic import SyntheticSpec, render  # noqa: E402
+
+from deconvnet.machine import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,13 +50,6 @@ def loop_aggregate(score_maps: np.ndarray, boxes, image_shape, mode: str = "max"
         for ch in range(c):
             canvas[ch][covered < len(score_maps)] = np.maximum(canvas[ch][covered < len(score_maps)], 0)
     return canvas
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,8 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 import caffe  # noqa: E402
 
+from deconvnet.machine import cpu_name  # noqa: E402
+
 NATIVE = """layer { name: "unpool1" type: "Unpooling" bottom: "pool1" bottom: "pool1_mask"
   top: "unpool1" unpooling_param { unpool_h: %(h)d unpool_w: %(w)d } }"""
 PYTHON = """layer { name: "unpool1" type: "Python" bottom: "pool1" bottom: "pool1_mask"
@@ -60,16 +62,6 @@ def time_forward_backward(net: caffe.Net, top_diff: np.ndarray, repeats: int) ->
         net.backward()
         times.append(time.perf_counter() - start)
     return times
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main(argv: list[str] | None = None) -> int:

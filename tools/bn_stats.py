@@ -19,6 +19,8 @@ from google.protobuf import text_format  # noqa: E402
 
 from deconvnet.bn_stats import write_statistics  # noqa: E402
 
+from deconvnet.machine import use_device  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,13 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", type=int)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import caffe
-
-    if args.gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_device(args.gpu)
-        caffe.set_mode_gpu()
+    use_device(args.gpu)
     for path in (args.model, args.weights):
         if not path.is_file():
             logging.error("bn_stats: %s not found", path)

@@ -24,6 +24,8 @@ from deconvnet.inference import DeconvNetModel, select_boxes  # noqa: E402
 from deconvnet.proposals import EdgeBoxParams, edge_boxes  # noqa: E402
 from deconvnet.voc import DatasetError, read_image  # noqa: E402
 
+from deconvnet.machine import use_device  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,13 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", type=int)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import caffe
-
-    if args.gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_device(args.gpu)
-        caffe.set_mode_gpu()
+    use_device(args.gpu)
     try:
         image = read_image(args.image)
     except DatasetError as err:

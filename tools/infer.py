@@ -34,6 +34,8 @@ from deconvnet.outputs import (SUBMISSION_DIR, overlay, submission_archive, writ
 from deconvnet.proposals import EdgeBoxParams, ProposalCache  # noqa: E402
 from deconvnet.voc import DatasetError, read_image, read_split  # noqa: E402
 
+from deconvnet.machine import use_device  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff"}
 
@@ -100,13 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             logging.error("infer: %s %s not found", what, path)
             return 2
-    import caffe
-
-    if args.gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_device(args.gpu)
-        caffe.set_mode_gpu()
+    use_device(args.gpu)
     fcn = FCNModel(str(args.fcn_model), str(args.fcn_weights)) if args.fcn_weights else None
     crf = CRFParams(**{n: getattr(args, f"crf_{n}") for n in CRFParams.__dataclass_fields__}) if args.crf else None
     pipeline = Pipeline(DeconvNetModel(str(args.model), str(args.weights), args.batch), args.top_k,
