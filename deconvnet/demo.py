@@ -47,7 +47,7 @@ class DemoConfig:
     width_divisor: int = 8
     stored_size: int = 72         # crops stored at this size, cropped to input_size
     stage1_iters: int = 1000
-    stage2_iters: int = 2000
+    stage2_iters: int = 1500
     batch: int = 8
     val_interval: int = 200
     val_batches: int = 10
