@@ -172,15 +172,23 @@ def test_disk_check_stops_cleanly(tiny, tmp_path):
     assert not list((tmp_path / "run" / "stage1").glob("*.caffemodel"))
 
 
-def test_plain_caffe_train_and_resume(tiny, tmp_path):
-    """`caffe train -solver stageN_solver.prototxt` from the solver's folder,
-    then `-snapshot` to resume, as the README documents."""
+def test_plain_caffe_train_and_resume(caffe, tiny, tmp_path):
+    """`caffe train -solver stageN_solver.prototxt -weights INIT` from the
+    solver's folder, then `-snapshot` to resume, as the README documents."""
+    from deconvnet import nets
+
     folder = tiny["solvers"][1].parent
+    deploy = write(tmp_path / "deploy.prototxt", str(nets.deconvnet_deploy(size=TINY.size)))
+    init = caffe.Net(str(deploy), caffe.TEST)
+    init.params["conv1_1"][0].data[...] = 0.5
+    init.save(str(tmp_path / "init.caffemodel"))
     env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
     caffe_bin = str(VENV_BIN / "caffe")
-    first = subprocess.run([caffe_bin, "train", "-solver", "stage1_solver.prototxt"], cwd=folder, env=env,
+    first = subprocess.run([caffe_bin, "train", "-solver", "stage1_solver.prototxt", "-weights",
+                            str(tmp_path / "init.caffemodel")], cwd=folder, env=env,
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "Finetuning from" in first.stderr
     state = folder / "snapshots" / "stage1_iter_6.solverstate"
     assert state.exists() and (folder / "snapshots" / "stage1_iter_6.caffemodel").exists()
     text = tiny["solvers"][1].read_text().replace("max_iter: 6", "max_iter: 8")
