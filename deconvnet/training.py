@@ -187,7 +187,8 @@ class Trainer:
     def _prune(self) -> None:
         found = snapshots(self.config.run_dir)
         best = self.state.get("best_iter")
-        for iteration, state in found[:-self.config.keep_last] if self.config.keep_last else found:
+        # The latest is always kept: it is what a resume starts from.
+        for iteration, state in found[:-max(1, self.config.keep_last)]:
             if iteration == best:
                 continue
             state.unlink(missing_ok=True)
