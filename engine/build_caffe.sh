@@ -156,7 +156,7 @@ cmake_flags=(
 )
 
 if [ "$variant" = cuda ]; then
-  [ -n "$cuda_libs" ] || die "--cuda needs --cuda-libs <site-packages with nvidia-cublas, nvidia-curand, nvidia-cudnn-cu13>"
+  [ -n "$cuda_libs" ] || die "--cuda needs --cuda-libs <folder with the nvidia-* wheels of CAFFE_CUDA_WHEELS in engine/pins.sh>"
   nv="$cuda_libs/nvidia"
   find_one() {  # find_one NAME: first file called NAME under the nvidia wheels
     local hit; hit=$(find "$nv" -name "$1" -print -quit 2>/dev/null)
@@ -168,8 +168,10 @@ if [ "$variant" = cuda ]; then
   curand_so=$(find_one 'libcurand.so.[0-9]*')
   nccl_h=$(find_one nccl.h); nccl_so=$(find_one 'libnccl.so.[0-9]*')
   extra_inc="-I$(dirname "$cublas_h") -I$(dirname "$curand_h") -I$(dirname "$cudnn_h")"
-  # cuBLAS needs cuBLASLt from the same wheel at link time; at run time the
-  # caller sets LD_LIBRARY_PATH (the wheels move with the build).
+  # cuBLAS needs cuBLASLt from the same wheel at link time. At run time the
+  # installed libraries find the wheels through the rpath CMake records
+  # (CMAKE_INSTALL_RPATH_USE_LINK_PATH); copies moved elsewhere need
+  # LD_LIBRARY_PATH.
   link_dirs="-Wl,-rpath-link,$(dirname "$cublas_so"):$(dirname "$cudnn_so"):$(dirname "$curand_so"):$(dirname "$nccl_so")"
   cmake_flags+=(
     -DCPU_ONLY=OFF
