@@ -176,8 +176,8 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
         write_labels(labels_dir / f"{image_id}.png", result.labels)
         if k < config.overlays:
             write_png(out / "overlays" / f"{image_id}.png", overlay(image, result.labels, result.boxes))
-    figure6(pipeline.model, reader.image(val_ids[0]), proposals.get(val_ids[0], reader.image(val_ids[0]))[0],
-            out / "figure6.png")
+    first = reader.image(val_ids[0])
+    figure6(pipeline.model, first, proposals.get(val_ids[0], first)[0], out / "figure6.png")
     step("inference with CRF", t0)
 
     t0 = time.time()

@@ -16,20 +16,14 @@ from deconvnet.voc import colorize, write_indexed_png
 SUBMISSION_DIR = Path("results") / "VOC2012" / "Segmentation" / "comp6_test_cls"
 
 
-def _atomic(path: Path, write) -> None:
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def write_labels(path: Path, labels: np.ndarray) -> None:
-    _atomic(path, lambda p: write_indexed_png(p, labels))
+    with atomic_path(path) as tmp:
+        write_indexed_png(tmp, labels)
 
 
 def write_probs(path: Path, probs: np.ndarray) -> None:
-    def save(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.save(f, probs.astype(np.float16))
-    _atomic(path, save)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, probs.astype(np.float16))
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, boxes: np.ndarray | None = None,
@@ -46,10 +40,9 @@ def overlay(image: np.ndarray, labels: np.ndarray, boxes: np.ndarray | None = No
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
-    def save(p: Path) -> None:
-        if not cv2.imwrite(str(p), image):
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
             raise OSError(f"could not write {path}")
-    _atomic(path, save)
 
 
 def submission_archive(out: Path) -> Path:
@@ -57,10 +50,8 @@ def submission_archive(out: Path) -> Path:
     folder = out / SUBMISSION_DIR
     archive = out / "results.tgz"
 
-    def build(p: Path) -> None:
-        with tarfile.open(p, "w:gz") as tar:
-            for png in sorted(folder.glob("*.png")):
-                tar.add(png, arcname=str(SUBMISSION_DIR / png.name))
-    _atomic(archive, build)
+    with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        for png in sorted(folder.glob("*.png")):
+            tar.add(png, arcname=str(SUBMISSION_DIR / png.name))
     return archive
 

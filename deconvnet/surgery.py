@@ -109,15 +109,15 @@ def check_prototxt(path: Path, what: str) -> None:
 def load_vgg(prototxt: Path, model: Path, have: dict[str, list[tuple[int, ...]]]) -> caffe.Net:
     """Loads VGG16 through Caffe after checking the prototxt agrees with the model."""
     check_prototxt(prototxt, "the VGG16 deploy prototxt")
-    empty = caffe.Net(str(prototxt), caffe.TEST)
-    mismatched = [name for name, params in empty.params.items()
+    net = caffe.Net(str(prototxt), caffe.TEST)
+    mismatched = [name for name, params in net.params.items()
                   if name in have and [_squeeze_legacy(tuple(p.data.shape)) for p in params]
                   != [_squeeze_legacy(s) for s in have[name]]]
     if mismatched:
         raise SurgeryError(f"{prototxt} and {model} disagree on the shapes of "
                            f"{', '.join(mismatched)}; use the matching deploy prototxt")
-    del empty
-    return caffe.Net(str(prototxt), str(model), caffe.TEST)
+    net.copy_from(str(model))  # Caffe's loader, upgrading V1 models; shapes already checked
+    return net
 
 
 def transplant_encoder(vgg: caffe.Net, target: caffe.Net) -> None:

@@ -166,17 +166,24 @@ def synthetic_batch(rng, batch: int, side: int):
     return data, label
 
 
-def test_full_size_train_net_forward_backward(caffe, tmp_path):
+def full_size_forward_backward(caffe, tmp_path, batch: int, seed: int):
+    """The full-size train net on a synthetic batch: (net, loss) after
+    forward and backward."""
     from deconvnet import nets
 
-    proto = nets.deconvnet_train_test(True, "unused", batch_size=1, data=input_data(1, 224))
+    proto = nets.deconvnet_train_test(True, "unused", batch_size=batch, data=input_data(batch, 224))
     net = caffe.Net(str(write(tmp_path / "train.prototxt", str(proto))), caffe.TRAIN)
-    data, label = synthetic_batch(np.random.default_rng(0), 1, 224)
+    data, label = synthetic_batch(np.random.default_rng(seed), batch, 224)
     net.blobs["data"].data[...] = data
     net.blobs["label"].data[...] = label
     loss = float(net.forward()["loss"])
-    assert np.isfinite(loss) and loss > 0
     net.backward()
+    return net, loss
+
+
+def test_full_size_train_net_forward_backward(caffe, tmp_path):
+    net, loss = full_size_forward_backward(caffe, tmp_path, batch=1, seed=0)
+    assert np.isfinite(loss) and loss > 0
     # With one example, BatchNorm normalises fc6 and fc7 (1x1 maps) over a
     # single value, so their output is the constant Scale bias (0): the
     # decoder sees zeros and no gradient reaches any weight. That follows
@@ -187,15 +194,8 @@ def test_full_size_train_net_forward_backward(caffe, tmp_path):
 
 
 def test_full_size_train_net_gradient_reaches_conv1_1(caffe, tmp_path):
-    from deconvnet import nets
-
-    proto = nets.deconvnet_train_test(True, "unused", batch_size=2, data=input_data(2, 224))
-    net = caffe.Net(str(write(tmp_path / "train.prototxt", str(proto))), caffe.TRAIN)
-    data, label = synthetic_batch(np.random.default_rng(1), 2, 224)
-    net.blobs["data"].data[...] = data
-    net.blobs["label"].data[...] = label
-    assert np.isfinite(float(net.forward()["loss"]))
-    net.backward()
+    net, loss = full_size_forward_backward(caffe, tmp_path, batch=2, seed=1)
+    assert np.isfinite(loss)
     assert np.abs(net.params["conv1_1"][0].diff).sum() > 0
     assert np.abs(net.params["deconv1_2"][0].diff).sum() > 0
 
