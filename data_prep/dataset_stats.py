@@ -12,8 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deconvnet.crop_db import CropDB, CropDBError
-from deconvnet.voc import CLASSES, colorize
+from deconvnet.common.cli import setup_logging
+from deconvnet.common.constants import CLASSES
+from deconvnet.data.crop_db import CropDB, CropDBError
+from deconvnet.data.voc import colorize
 
 
 def contact_sheet(db: CropDB, count: int, seed: int, tile: int = 160) -> np.ndarray:
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=25, help="examples on the sheet (default 25)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     try:
         db = CropDB(args.db)
     except CropDBError as err:

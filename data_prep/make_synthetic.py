@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.synthetic import SyntheticSpec, write_dataset
+from deconvnet.common.cli import setup_logging
+from deconvnet.data.synthetic import SyntheticSpec, write_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=48, help="number of images (default 48)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     splits = write_dataset(args.out, SyntheticSpec(num_images=args.images, seed=args.seed))
     for name, ids in splits.items():
         logging.info("%-9s %d images", name, len(ids))

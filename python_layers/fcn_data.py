@@ -1,54 +1,36 @@
 """Whole-image data layer for FCN-8s training and validation (batch 1).
 
-``param_str`` is JSON:
-
-| key | meaning |
-|---|---|
-| ``dataset`` | ``voc`` (VOCdevkit/VOC2012) or ``sbd`` (benchmark_RELEASE/dataset) |
-| ``root`` | that folder; relative paths resolve from the working directory |
-| ``split`` | a split file name without ``.txt`` (VOC: ImageSets/Segmentation) |
-| ``mean`` | BGR mean to subtract (default VGG16's) |
-| ``shuffle`` | random order (TRAIN) or the file's order |
-| ``seed`` | random seed |
+``param_str`` is the JSON of ``deconvnet.data.layer_params.FCNDataParams``:
+``dataset`` (voc or sbd), ``root`` (that dataset's folder; relative paths
+resolve from the working directory), ``split`` (a split file name without
+.txt), ``mean`` (BGR), ``shuffle`` and ``seed``.
 
 Tops: ``data`` (1, 3, H, W) float32 BGR mean-subtracted; ``label`` (1, 1, H, W)
 with 255 void. Each image keeps its own size, so the net reshapes per image.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
-import caffe
 import numpy as np
 
-from deconvnet.architecture import MEAN_BGR
-from deconvnet.voc import open_dataset
+from deconvnet.data.layer_params import FCNDataParams
+from deconvnet.data.voc import open_dataset
 
-KEYS = {"dataset", "root", "split", "mean", "shuffle", "seed"}
+import caffe
 
 
 class WholeImageDataLayer(caffe.Layer):
     def setup(self, bottom, top) -> None:
-        try:
-            params = json.loads(self.param_str or "{}")
-        except json.JSONDecodeError as err:
-            raise ValueError(f"WholeImageDataLayer: param_str is not JSON: {err}") from err
-        unknown = set(params) - KEYS
-        if unknown:
-            raise ValueError(f"WholeImageDataLayer: unknown param_str key(s) {sorted(unknown)}; "
-                             f"known: {sorted(KEYS)}")
-        for key in ("dataset", "root", "split"):
-            if key not in params:
-                raise ValueError(f"WholeImageDataLayer: param_str needs '{key}'")
+        params = FCNDataParams.from_param_str(self.param_str)
         if len(top) != 2 or bottom:
             raise ValueError("WholeImageDataLayer: no bottoms, two tops (data, label)")
-        self.reader = open_dataset(params["dataset"], Path(params["root"]))
-        self.ids = self.reader.ids(params["split"])
-        self.mean = np.array(params.get("mean", MEAN_BGR), dtype=np.float32)
-        self.shuffle = bool(params.get("shuffle", False))
-        self.rng = random.Random(params.get("seed", 0))
+        self.reader = open_dataset(params.dataset, Path(params.root))
+        self.ids = self.reader.ids(params.split)
+        self.mean = np.array(params.mean, dtype=np.float32)
+        self.shuffle = params.shuffle
+        self.rng = random.Random(params.seed)
         self.order: list[str] = []
         self.pending: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -71,6 +53,7 @@ class WholeImageDataLayer(caffe.Layer):
         top[1].reshape(*self.pending[1].shape)
 
     def forward(self, bottom, top) -> None:
+        assert self.pending is not None, "reshape() loads the image before forward()"
         top[0].data[...], top[1].data[...] = self.pending
         self.pending = None
 

@@ -1,17 +1,11 @@
 """SegDataLayer: feeds a crop database (deconvnet/crop_db.py) to Caffe.
 
-``param_str`` is JSON:
-
-| key | meaning | default |
-|---|---|---|
-| ``source`` | the database folder | required |
-| ``batch_size`` | examples per batch | 8 |
-| ``crop_size`` | side of the random (TRAIN) or centre (TEST) crop | 224 |
-| ``mirror`` | random horizontal flips (TRAIN only) | false |
-| ``mean`` | BGR mean subtracted from the image | 104.008 116.669 122.675 |
-| ``shuffle`` | a new shuffled pass over the balanced index each epoch (TRAIN) | false |
-| ``seed`` | random seed of order, crops and flips | 0 |
-| ``workers`` | prefetching processes (0: load in the layer) | 1 |
+``param_str`` is the JSON of ``deconvnet.data.layer_params.SegDataParams``
+(keys and defaults there; docs/DATASETS.md lists them): ``source`` (the
+database folder, required), ``batch_size``, ``crop_size`` (random crop in
+TRAIN, centre crop in TEST), ``mirror`` and ``shuffle`` (TRAIN only),
+``mean`` (BGR), ``seed`` and ``workers`` (prefetching processes; 0 loads in
+the layer).
 
 Tops: ``data`` (N, 3, crop, crop) float32, BGR, mean subtracted; ``label``
 (N, 1, crop, crop) with 255 void. Image and label always get the same crop
@@ -20,7 +14,6 @@ and flip. The batches depend only on the seed, not on the number of workers.
 from __future__ import annotations
 
 import atexit
-import json
 import multiprocessing as mp
 import os
 import queue
@@ -29,15 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import caffe
 import numpy as np
 
-from deconvnet.architecture import MEAN_BGR
-from deconvnet.crop_db import CropDB
+from deconvnet.data.crop_db import CropDB
+from deconvnet.data.layer_params import SegDataParams
 
-DEFAULTS: dict[str, Any] = dict(batch_size=8, crop_size=224, mirror=False, mean=list(MEAN_BGR),
-                                shuffle=False, seed=0, workers=1)
-KEYS = set(DEFAULTS) | {"source"}
+import caffe
 
 
 @dataclass
@@ -50,39 +40,15 @@ class BatchPlan:
     flips: np.ndarray     # (N,) bool
 
 
-def parse_params(param_str: str, phase_is_train: bool) -> dict[str, Any]:
-    try:
-        given = json.loads(param_str or "{}")
-    except json.JSONDecodeError as err:
-        raise ValueError(f"SegDataLayer: param_str is not JSON ({err}): {param_str!r}") from err
-    if not isinstance(given, dict):
-        raise ValueError("SegDataLayer: param_str must be a JSON object")
-    unknown = sorted(set(given) - KEYS)
-    if unknown:
-        raise ValueError(f"SegDataLayer: unknown param_str key {unknown[0]!r}; known keys: "
-                         f"{', '.join(sorted(KEYS))}")
-    if "source" not in given:
-        raise ValueError("SegDataLayer: param_str needs 'source' (the crop database folder)")
-    params = dict(DEFAULTS, **given)
-    for key in ("batch_size", "crop_size"):
-        if not isinstance(params[key], int) or params[key] <= 0:
-            raise ValueError(f"SegDataLayer: '{key}' must be a positive integer, got {params[key]!r}")
-    if not isinstance(params["workers"], int) or params["workers"] < 0:
-        raise ValueError(f"SegDataLayer: 'workers' must be 0 or more, got {params['workers']!r}")
-    if len(params["mean"]) != 3:
-        raise ValueError(f"SegDataLayer: 'mean' needs 3 values (B, G, R), got {params['mean']!r}")
-    params["train"] = phase_is_train
-    return params
-
-
 class BatchPlanner:
     """The sequence of batches: deterministic for a seed."""
 
-    def __init__(self, index: np.ndarray, stored: int, params: dict[str, Any]) -> None:
+    def __init__(self, index: np.ndarray, stored: int, params: SegDataParams, train: bool) -> None:
         self.index = index
         self.stored = stored
         self.params = params
-        self.rng = np.random.default_rng(params["seed"])
+        self.train = train
+        self.rng = np.random.default_rng(params.seed)
         self.order = np.zeros(0, np.int64)
         self.seq = 0
 
@@ -90,7 +56,7 @@ class BatchPlanner:
         taken = []
         while n > 0:
             if len(self.order) == 0:
-                train_shuffle = self.params["train"] and self.params["shuffle"]
+                train_shuffle = self.train and self.params.shuffle
                 self.order = self.rng.permutation(self.index) if train_shuffle else self.index.copy()
             taken.append(self.order[:n])
             n -= len(taken[-1])
@@ -98,11 +64,11 @@ class BatchPlanner:
         return np.concatenate(taken)
 
     def next(self) -> BatchPlan:
-        n, crop = self.params["batch_size"], self.params["crop_size"]
+        n, crop = self.params.batch_size, self.params.crop_size
         records = self._take(n)
-        if self.params["train"]:
+        if self.train:
             offsets = self.rng.integers(0, self.stored - crop + 1, size=(n, 2))
-            flips = (self.rng.random(n) < 0.5) if self.params["mirror"] else np.zeros(n, bool)
+            flips = (self.rng.random(n) < 0.5) if self.params.mirror else np.zeros(n, bool)
         else:
             offsets = np.full((n, 2), (self.stored - crop) // 2)
             flips = np.zeros(n, bool)
@@ -115,7 +81,7 @@ def load_batch(db: CropDB, plan: BatchPlan, crop: int, mean: np.ndarray) -> tupl
     n = len(plan.records)
     data = np.empty((n, 3, crop, crop), np.float32)
     label = np.empty((n, 1, crop, crop), np.float32)
-    for i, (number, (y, x), flip) in enumerate(zip(plan.records, plan.offsets, plan.flips)):
+    for i, (number, (y, x), flip) in enumerate(zip(plan.records, plan.offsets, plan.flips, strict=True)):
         record = db.get(int(number))
         img = record.image[y:y + crop, x:x + crop]
         lab = record.label[y:y + crop, x:x + crop]
@@ -184,9 +150,9 @@ class Prefetcher:
         while self.next_seq not in self.waiting:
             try:
                 seq, batch, error = self.results.get(timeout=120)
-            except queue.Empty:
+            except queue.Empty as err:
                 dead = [p.pid for p in self.procs if not p.is_alive()]
-                raise RuntimeError(f"SegDataLayer: no batch for 120 s (dead workers: {dead})")
+                raise RuntimeError(f"SegDataLayer: no batch for 120 s (dead workers: {dead})") from err
             if error:
                 raise RuntimeError(f"SegDataLayer worker failed: {error}")
             self.waiting[seq] = batch
@@ -205,21 +171,21 @@ class SegDataLayer(caffe.Layer):
     def setup(self, bottom, top) -> None:
         if bottom or len(top) != 2:
             raise ValueError("SegDataLayer: no bottoms and two tops (data, label)")
-        self.params = parse_params(self.param_str, self.phase == caffe.TRAIN)
-        self.db = CropDB(Path(self.params["source"]))
-        crop, stored = self.params["crop_size"], self.db.stored_size
+        self.params = SegDataParams.from_param_str(self.param_str)
+        self.db = CropDB(Path(self.params.source))
+        crop, stored = self.params.crop_size, self.db.stored_size
         if crop > stored:
             raise ValueError(f"SegDataLayer: 'crop_size' {crop} is larger than the stored crops "
-                             f"({stored}x{stored}) of {self.params['source']}")
+                             f"({stored}x{stored}) of {self.params.source}")
         if len(self.db.index) == 0:
-            raise ValueError(f"SegDataLayer: {self.params['source']} holds no examples")
-        self.mean = np.asarray(self.params["mean"], np.float32)
-        planner = BatchPlanner(self.db.index, stored, self.params)
-        workers = self.params["workers"]
-        self.prefetcher = (Prefetcher(self.params["source"], planner, crop, self.mean, workers)
+            raise ValueError(f"SegDataLayer: {self.params.source} holds no examples")
+        self.mean = np.asarray(self.params.mean, np.float32)
+        planner = BatchPlanner(self.db.index, stored, self.params, self.phase == caffe.TRAIN)
+        workers = self.params.workers
+        self.prefetcher = (Prefetcher(self.params.source, planner, crop, self.mean, workers)
                            if workers else None)
         self.planner = planner
-        n = self.params["batch_size"]
+        n = self.params.batch_size
         top[0].reshape(n, 3, crop, crop)
         top[1].reshape(n, 1, crop, crop)
 
@@ -230,7 +196,7 @@ class SegDataLayer(caffe.Layer):
         if self.prefetcher is not None:
             data, label = self.prefetcher.get()
         else:
-            data, label = load_batch(self.db, self.planner.next(), self.params["crop_size"], self.mean)
+            data, label = load_batch(self.db, self.planner.next(), self.params.crop_size, self.mean)
         top[0].data[...] = data
         top[1].data[...] = label
 

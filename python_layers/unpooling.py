@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 
-import caffe
 import numpy as np
+
+import caffe
 
 
 class UnpoolingLayer(caffe.Layer):

@@ -1,20 +1,45 @@
-"""Shared fixtures: the built Caffe, and small helpers to write nets."""
+"""Fixtures (the built Caffe) and the test tiers: ``slow`` tests run unless
+deselected with -m "not slow"; ``gpu`` tests run where an NVIDIA GPU is
+present and are deselected, with a line saying so, where none is."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import CAFFE_CACHE, SETUP_HINT
+
 # Caffe logs to stderr through glog; keep test output readable.
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_BIN = ROOT / ".venv" / "bin"
-CAFFE_CACHE = Path(os.environ.get("CAFFE_CACHE", ROOT / ".cache" / "caffe"))
-SETUP_HINT = "run scripts/setup.sh first"
+
+def gpu_present() -> bool:
+    """An NVIDIA GPU and its driver answer nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return listed.returncode == 0 and "GPU " in listed.stdout
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu_items and not gpu_present():
+        config.hook.pytest_deselected(items=gpu_items)
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+        config._deconvnet_gpu_note = (f"{len(gpu_items)} gpu test(s) deselected: no NVIDIA GPU answers "
+                                      "nvidia-smi on this machine")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    note = getattr(config, "_deconvnet_gpu_note", None)
+    if note:
+        terminalreporter.write_line(note)
 
 
 @pytest.fixture(scope="session")
@@ -32,14 +57,8 @@ def cpu_prefix() -> Path:
     return prefix
 
 
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
-
-
-def run_python(code: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Runs code in a fresh interpreter: Caffe CHECK failures abort the process."""
-    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="session")
+def cuda_prefix() -> Path:
+    prefix = CAFFE_CACHE / "cuda" / "install"
+    assert (prefix / "bin" / "caffe").exists(), f"no CUDA Caffe build at {prefix}; run scripts/setup.sh --cuda"
+    return prefix

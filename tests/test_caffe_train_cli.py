@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import VENV_BIN, write
+from helpers import VENV_BIN, write
 
 UNPOOL_NATIVE = """layer { name: "unpool1" type: "Unpooling" bottom: "conv2" bottom: "pool1_mask"
   top: "unpool1" unpooling_param { unpool_size: 16 } }"""

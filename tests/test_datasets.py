@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from deconvnet.data.balance import balanced_index
+from deconvnet.data.build_crops import BuildConfig, build
+from deconvnet.data.crop_db import CropDB
+from deconvnet.data.crops import select_proposals
+from deconvnet.data.synthetic import SyntheticSpec, write_dataset
+from deconvnet.data.voc import Instance, SBDReader, VOCReader
 
-from deconvnet.balance import balanced_index
-from deconvnet.build_crops import BuildConfig, build
-from deconvnet.crop_db import CropDB
-from deconvnet.crops import select_proposals
-from deconvnet.synthetic import SyntheticSpec, write_dataset
-from deconvnet.voc import Instance, SBDReader, VOCReader
+from helpers import ROOT
 
 MEAN = np.array([104, 117, 123], np.uint8)  # MEAN_BGR rounded
 
@@ -34,7 +34,7 @@ def synthetic(tmp_path_factory):
 
 
 def expected_stage1(image, class_map, mask, cls):
-    """Independent of deconvnet.crops: the 1.2x box by hand, padding by hand."""
+    """Independent of deconvnet.data.crops: the 1.2x box by hand, padding by hand."""
     ys, xs = np.nonzero(mask)
     x1, x2, y1, y2 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 1.2, (y2 - y1) * 1.2
@@ -160,7 +160,7 @@ def test_stage2_database(synthetic, tmp_path):
 
 BUILD = ("import sys, logging; logging.basicConfig(level=logging.INFO)\n"
          "from pathlib import Path\n"
-         "from deconvnet.build_crops import BuildConfig, build\n"
+         "from deconvnet.data.build_crops import BuildConfig, build\n"
          "build(BuildConfig(stage=2, out=Path(sys.argv[1]), voc_root=Path(sys.argv[2]),"
          " sbd_root=Path(sys.argv[3]), workers=1, proposal_cache=Path(sys.argv[4]), commit_every=1))\n")
 
@@ -218,7 +218,7 @@ def test_bad_inputs_are_skipped_or_reported(synthetic, tmp_path):
     cmyk.save(voc / "JPEGImages" / f"{ids[3]}.jpg")                          # CMYK
     label = np.array(Image.open(voc / "SegmentationClass" / f"{ids[4]}.png"))
     label[0, 0] = 42
-    from deconvnet.voc import write_indexed_png
+    from deconvnet.data.voc import write_indexed_png
     write_indexed_png(voc / "SegmentationClass" / f"{ids[4]}.png", label)    # bad label value
     manifest = build(BuildConfig(stage=1, out=tmp_path / "s1", voc_root=voc, image_set="voc:trainval"))
     reasons = {item["image"]: item["reason"] for item in manifest["skipped"]}
@@ -256,7 +256,7 @@ def test_mat_without_fields_names_the_file(synthetic, tmp_path):
 
 
 def test_zero_area_instances_are_ignored():
-    from deconvnet.crops import stage1_examples
+    from deconvnet.data.crops import stage1_examples
 
     image = np.zeros((50, 50, 3), np.uint8)
     class_map = np.zeros((50, 50), np.uint8)

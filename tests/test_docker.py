@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import ROOT, VENV_BIN, write
+from helpers import ROOT, VENV_BIN, write
 
 
 def hadolint(path) -> subprocess.CompletedProcess:

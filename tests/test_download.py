@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ROOT
-from deconvnet.download import Asset, DownloadError, download, extract
+from deconvnet.data.download import Asset, DownloadError, download, extract
+
+from helpers import ROOT
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 GOOD = Asset("test", "unused", "payload.bin", size=len(PAYLOAD), md5=hashlib.md5(PAYLOAD).hexdigest(),

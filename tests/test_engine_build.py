@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import CAFFE_CACHE, ROOT, VENV_BIN
+from helpers import CAFFE_CACHE, ROOT, VENV_BIN
 
 
 def test_unpooling_is_registered_in_venv_python():

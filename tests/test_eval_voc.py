@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, write
-from deconvnet.voc import write_indexed_png
+from deconvnet.data.voc import write_indexed_png
+
+from helpers import ROOT, write
 
 TOOL = ROOT / "tools" / "eval_voc.py"
 

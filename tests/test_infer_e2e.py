@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, write
-from deconvnet.synthetic import SyntheticSpec, write_dataset
+from deconvnet.data.synthetic import SyntheticSpec, write_dataset
+
+from helpers import ROOT, write
 
 SPLIT = "trainval"
 
 
 @pytest.fixture(scope="module")
 def setup(caffe, tmp_path_factory):
-    from deconvnet import nets
+    from deconvnet.net import nets
 
     root = tmp_path_factory.mktemp("e2e")
     write_dataset(root / "syn", SyntheticSpec(num_images=6, seed=2, voc_fraction=1.0))

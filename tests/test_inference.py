@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from deconvnet.inference import (CRFParams, crop_box, dense_crf, paste_and_aggregate, select_boxes,
-                                 softmax)
+from deconvnet.infer.aggregation import crop_box, paste_and_aggregate, select_boxes, softmax
+from deconvnet.infer.crf import CRFParams, dense_crf
 
 
 def bilinear_resize(src: np.ndarray, out_h: int, out_w: int) -> np.ndarray:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import ROOT, write
+from helpers import ROOT, write
 
 PROTOTXT = ROOT / "prototxt"
 
-# Table 2 of the paper (SPEC section 1): blob -> (channels, side) at 224 input.
+# Table 2 of the paper (docs/PAPER.md, section 1): blob -> (channels, side) at 224 input.
 TABLE2 = {
     "conv1_1": (64, 224), "conv1_2": (64, 224), "pool1": (64, 112),
     "conv2_1": (128, 112), "conv2_2": (128, 112), "pool2": (128, 56),
@@ -44,7 +44,7 @@ def layers_of(caffe, path):
 
 
 def test_committed_prototxt_matches_generator():
-    from deconvnet.prototxt import generate, stale_files
+    from deconvnet.net.prototxt import generate, stale_files
 
     assert stale_files(PROTOTXT) == [], "run tools/make_prototxt.py and commit prototxt/"
     # Nothing committed under prototxt/ that the generator does not write.
@@ -60,7 +60,7 @@ def test_deploy_blob_shapes_follow_table2(deploy):
 
 
 def test_unpooling_uses_matching_switches(caffe):
-    layers = {l.name: l for l in layers_of(caffe, PROTOTXT / "deconvnet_deploy.prototxt")}
+    layers = {layer.name: layer for layer in layers_of(caffe, PROTOTXT / "deconvnet_deploy.prototxt")}
     for name, bottoms in UNPOOL_INPUTS.items():
         assert layers[name].type == "Unpooling"
         assert tuple(layers[name].bottom) == bottoms
@@ -78,10 +78,10 @@ def test_parameter_counts(deploy):
     assert count(["fc6_deconv"]) == 102_760_960
     assert count(deconvs) == 14_749_376
     assert count(["seg_score"]) == 1_365
-    learned = [n for n, l in zip(deploy._layer_names, deploy.layers)
-               if l.type in ("Convolution", "Deconvolution")]
+    learned = [n for n, layer in zip(deploy._layer_names, deploy.layers, strict=True)
+               if layer.type in ("Convolution", "Deconvolution")]
     assert count(learned) == 251_772_245
-    bns = [n for n, l in zip(deploy._layer_names, deploy.layers) if l.type == "BatchNorm"]
+    bns = [n for n, layer in zip(deploy._layer_names, deploy.layers, strict=True) if layer.type == "BatchNorm"]
     assert len(bns) == 29
     assert sum(deploy.params[n][0].data.size for n in bns) == 16_704
 
@@ -89,7 +89,7 @@ def test_parameter_counts(deploy):
 @pytest.mark.parametrize("name", ["deconvnet_deploy", "deconvnet_stage1_train", "deconvnet_stage2_test"])
 def test_every_conv_has_bn_scale_relu_and_no_dropout(caffe, name):
     layers = layers_of(caffe, PROTOTXT / f"{name}.prototxt")
-    types = [l.type for l in layers]
+    types = [layer.type for layer in layers]
     assert "Dropout" not in types
     train = "train" in name
     for i, layer in enumerate(layers):
@@ -104,7 +104,7 @@ def test_every_conv_has_bn_scale_relu_and_no_dropout(caffe, name):
         if layer.name.startswith(("deconv", "fc6_deconv")):
             assert layer.convolution_param.weight_filler.type == "gaussian"
             assert layer.convolution_param.weight_filler.std == pytest.approx(0.01)
-    seg = next(l for l in layers if l.name == "seg_score")
+    seg = next(layer for layer in layers if layer.name == "seg_score")
     assert seg.convolution_param.num_output == 21 and seg.convolution_param.kernel_size == [1]
     assert seg.convolution_param.weight_filler.std == pytest.approx(0.01)
 
@@ -113,7 +113,7 @@ def test_every_conv_has_bn_scale_relu_and_no_dropout(caffe, name):
 def test_train_test_data_loss_accuracy(caffe, name):
     import json
 
-    layers = {l.name: l for l in layers_of(caffe, PROTOTXT / f"{name}.prototxt")}
+    layers = {layer.name: layer for layer in layers_of(caffe, PROTOTXT / f"{name}.prototxt")}
     data = layers["data"]
     assert data.type == "Python" and data.python_param.module == "python_layers.seg_data"
     params = json.loads(data.python_param.param_str)
@@ -145,7 +145,7 @@ def test_solvers_follow_the_paper(caffe):
         source = json.loads(layers_of(caffe, PROTOTXT / s.train_net)[0].python_param.param_str)["source"]
         assert (PROTOTXT / source).resolve() == ROOT / "data" / "lmdb" / f"stage{stage}_train"
         train_net = layers_of(caffe, PROTOTXT / s.train_net)
-        batch = next(l for l in train_net if l.name == "data").python_param.param_str
+        batch = next(layer for layer in train_net if layer.name == "data").python_param.param_str
         assert '"batch_size": 8' in batch  # 8 x iter_size 8 = 64
 
 
@@ -169,7 +169,7 @@ def synthetic_batch(rng, batch: int, side: int):
 def full_size_forward_backward(caffe, tmp_path, batch: int, seed: int):
     """The full-size train net on a synthetic batch: (net, loss) after
     forward and backward."""
-    from deconvnet import nets
+    from deconvnet.net import nets
 
     proto = nets.deconvnet_train_test(True, "unused", batch_size=batch, data=input_data(batch, 224))
     net = caffe.Net(str(write(tmp_path / "train.prototxt", str(proto))), caffe.TRAIN)
@@ -201,7 +201,7 @@ def test_full_size_train_net_gradient_reaches_conv1_1(caffe, tmp_path):
 
 
 def test_reduced_variant_overfits_a_batch(caffe, tmp_path):
-    from deconvnet import nets
+    from deconvnet.net import nets
 
     size = nets.Size(input_size=64, width_divisor=8)
     proto = nets.deconvnet_train_test(True, "unused", batch_size=4, size=size, data=input_data(4, 64))
@@ -233,7 +233,7 @@ def test_fcn8s_output_matches_input_size(caffe, height, width):
 
 
 def test_fcn8s_layout(caffe):
-    layers = {l.name: l for l in layers_of(caffe, PROTOTXT / "fcn8s_deploy.prototxt")}
+    layers = {layer.name: layer for layer in layers_of(caffe, PROTOTXT / "fcn8s_deploy.prototxt")}
     assert layers["conv1_1"].convolution_param.pad == [100]
     assert [layers[n].crop_param.offset[0] for n in ("score_pool4c", "score_pool3c", "score")] == [5, 9, 31]
     for name in ("upscore2", "upscore_pool4", "upscore8"):
@@ -244,7 +244,7 @@ def test_fcn8s_layout(caffe):
     assert {"drop6", "drop7"} <= set(layers)
     for name in ("score_fr", "score_pool4", "score_pool3"):
         assert layers[name].convolution_param.num_output == 21
-    train = {l.name: l for l in layers_of(caffe, PROTOTXT / "fcn8s_train.prototxt")}
+    train = {layer.name: layer for layer in layers_of(caffe, PROTOTXT / "fcn8s_train.prototxt")}
     assert train["data"].python_param.module == "python_layers.fcn_data"
     assert train["loss"].loss_param.ignore_label == 255
 
@@ -252,10 +252,10 @@ def test_fcn8s_layout(caffe):
 def test_forward_macs_counts_the_caffe_net(deploy):
     """architecture.forward_macs (used for the GPU benchmark's TFLOPS)
     against a count from the Caffe net's own weights and blob shapes."""
-    from deconvnet.architecture import forward_macs
+    from deconvnet.net.architecture import forward_macs
 
     total = 0
-    for name, layer in zip(deploy._layer_names, deploy.layers):
+    for name, layer in zip(deploy._layer_names, deploy.layers, strict=True):
         if layer.type == "Convolution":
             spatial = np.prod(deploy.blobs[deploy.top_names[name][0]].data.shape[2:])
         elif layer.type == "Deconvolution":

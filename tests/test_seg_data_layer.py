@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_python, write
-from deconvnet.crop_db import CropDB, CropDBWriter, encode_record
+from deconvnet.data.crop_db import CropDB, CropDBWriter, encode_record
+
+from helpers import run_python, write
 
 STORED = 64
 MEAN = [104.00698793, 116.66876762, 122.67891434]
@@ -39,7 +40,7 @@ def check_batch(db, data, label, crop):
     """Recovers each example's record, offset and flip from the image, then
     requires the label to be exactly the record's label under the same."""
     seen = []
-    for img, lab in zip(data, label[:, 0]):
+    for img, lab in zip(data, label[:, 0], strict=True):
         bgr = img.transpose(1, 2, 0) + np.array(MEAN, np.float32)
         record = int(round(bgr[:, :, 2].mean() / 40))
         # Averaged over a whole row / column: JPEG moves single pixels by a few.

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, write
+from helpers import ROOT, write
 
 TOOL = ROOT / "tools" / "init_weights.py"
 PROTOTXT = ROOT / "prototxt"
@@ -42,7 +42,7 @@ def full_vgg(caffe, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reduced(caffe, tmp_path_factory):
     """A width/8, 64-pixel VGG16 and DeconvNet pair, for the error cases."""
-    from deconvnet import nets
+    from deconvnet.net import nets
 
     folder = tmp_path_factory.mktemp("reduced")
     size = nets.Size(input_size=64, width_divisor=8)
@@ -129,7 +129,7 @@ def assert_failed_cleanly(result, out, *phrases):
 def test_missing_layers_are_listed(caffe, reduced, tmp_path):
     net = caffe.proto.caffe_pb2.NetParameter()
     net.ParseFromString(reduced["model"].read_bytes())
-    kept = [l for l in net.layer if l.name not in ("conv3_2", "fc7")]
+    kept = [layer for layer in net.layer if layer.name not in ("conv3_2", "fc7")]
     del net.layer[:]
     net.layer.extend(kept)
     broken = write(tmp_path / "broken.caffemodel", "")

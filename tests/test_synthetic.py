@@ -7,9 +7,10 @@ import sys
 import cv2
 import numpy as np
 
-from conftest import ROOT
-from deconvnet.synthetic import SyntheticSpec, write_dataset
-from deconvnet.voc import SBDReader, VOCReader
+from deconvnet.data.synthetic import SyntheticSpec, write_dataset
+from deconvnet.data.voc import SBDReader, VOCReader
+
+from helpers import ROOT
 
 
 def test_deterministic_and_voc_like(tmp_path):
@@ -47,7 +48,7 @@ def test_deterministic_and_voc_like(tmp_path):
 
 
 def test_dataset_stats_tool(tmp_path):
-    from deconvnet.build_crops import BuildConfig, build
+    from deconvnet.data.build_crops import BuildConfig, build
 
     write_dataset(tmp_path / "syn", SyntheticSpec(num_images=6))
     build(BuildConfig(stage=1, out=tmp_path / "db", voc_root=tmp_path / "syn/VOCdevkit/VOC2012",

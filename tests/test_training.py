@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, VENV_BIN, write
-from deconvnet.build_crops import BuildConfig, build
+from deconvnet.data.build_crops import BuildConfig, build
+from deconvnet.data.synthetic import SyntheticSpec, write_dataset
 from deconvnet.demo import DemoConfig, write_stage_prototxts
-from deconvnet.solvers import Schedule
-from deconvnet.synthetic import SyntheticSpec, write_dataset
+from deconvnet.net.solvers import Schedule
+
+from helpers import ROOT, VENV_BIN, write
 
 TINY = DemoConfig(input_size=32, width_divisor=16, stored_size=40, batch=2)
 
@@ -79,7 +80,7 @@ def solverstate_history(path: Path) -> list[np.ndarray]:
 
 
 def test_plateau_cut_keeps_momentum(caffe, tiny, tmp_path):
-    from deconvnet.training import StageConfig, Trainer
+    from deconvnet.train.trainer import StageConfig, Trainer
 
     fake = iter([0.30, 0.30, 0.30])  # never improves after the first
 
@@ -99,7 +100,7 @@ def test_plateau_cut_keeps_momentum(caffe, tiny, tmp_path):
     assert trainer.lr == pytest.approx(0.001)   # the rate the solver applies now
     trainer.solver.snapshot()
     after = solverstate_history(tmp_path / "stage1" / "snapshot_iter_3.solverstate")
-    for a, b in zip(before, after):
+    for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)     # the cut did not touch the history
     events = read_log(tmp_path / "stage1" / "log.jsonl")
     assert [e for e in events if e["event"] == "lr_cut"][0]["lr"] == pytest.approx(0.001)
@@ -110,12 +111,12 @@ def test_plateau_cut_keeps_momentum(caffe, tiny, tmp_path):
     assert resumed.solver.iter == 3
     assert resumed.lr == pytest.approx(0.001)
     resumed.solver.snapshot()
-    for a, b in zip(before, solverstate_history(tmp_path / "stage1" / "snapshot_iter_3.solverstate")):
+    for a, b in zip(before, solverstate_history(tmp_path / "stage1" / "snapshot_iter_3.solverstate"), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_step_policy_rate(caffe, tiny, tmp_path):
-    from deconvnet.training import StageConfig, Trainer
+    from deconvnet.train.trainer import StageConfig, Trainer
 
     trainer = Trainer(StageConfig(solver=tiny["solvers"][1], run_dir=tmp_path / "s", val_interval=0,
                                   snapshot_interval=0, progress=False))
@@ -150,7 +151,7 @@ def test_resume_after_kill(tiny, tmp_path):
 
 
 def test_snapshot_retention_and_best(caffe, tiny, tmp_path):
-    from deconvnet.training import StageConfig, Trainer, snapshots
+    from deconvnet.train.trainer import StageConfig, Trainer, snapshots
 
     values = iter([0.5, 0.4, 0.3, 0.2, 0.1])
     config = StageConfig(solver=tiny["solvers"][1], run_dir=tmp_path / "s", val_interval=2,
@@ -175,7 +176,7 @@ def test_disk_check_stops_cleanly(tiny, tmp_path):
 def test_plain_caffe_train_and_resume(caffe, tiny, tmp_path):
     """`caffe train -solver stageN_solver.prototxt -weights INIT` from the
     solver's folder, then `-snapshot` to resume, as the README documents."""
-    from deconvnet import nets
+    from deconvnet.net import nets
 
     folder = tiny["solvers"][1].parent
     deploy = write(tmp_path / "deploy.prototxt", str(nets.deconvnet_deploy(size=TINY.size)))
@@ -205,7 +206,7 @@ def test_bn_statistics_match_numpy(caffe, tmp_path):
     from the same batches, through BatchNorm with batch statistics."""
     from test_seg_data_layer import make_pattern_db
 
-    from deconvnet.bn_stats import write_statistics
+    from deconvnet.net.bn_stats import write_statistics
 
     make_pattern_db(tmp_path / "db", count=6)
     params = dict(source=str(tmp_path / "db"), batch_size=3, crop_size=32, mirror=True, shuffle=True,

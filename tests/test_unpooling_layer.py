@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import write
+from helpers import write
 
 
 def max_positions(x: np.ndarray, kernel: int = 2, stride: int = 2) -> np.ndarray:

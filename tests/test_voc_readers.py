@@ -9,8 +9,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from conftest import write
-from deconvnet.voc import DatasetError, SBDReader, VOCReader, voc_palette, write_indexed_png
+from deconvnet.data.voc import DatasetError, SBDReader, VOCReader, voc_palette, write_indexed_png
+
+from helpers import write
 
 
 def make_tiny_voc(root):
@@ -87,7 +88,7 @@ layer {{ name: "data" type: "Python" top: "data" top: "label"
 
 
 def test_fcn_data_layer_rejects_unknown_key(tmp_path):
-    from conftest import run_python
+    from helpers import run_python
 
     param = json.dumps(dict(dataset="voc", root="x", split="train", bogus=1))
     write(tmp_path / "net.prototxt", f"""

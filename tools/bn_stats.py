@@ -6,22 +6,19 @@ the training LMDB; --source replaces that layer's LMDB path."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+from google.protobuf import text_format
 
-from google.protobuf import text_format  # noqa: E402
-
-from deconvnet.bn_stats import write_statistics  # noqa: E402
-
-from deconvnet.machine import use_device  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from deconvnet.common.cli import ROOT, setup_logging
+from deconvnet.common.machine import use_device
+from deconvnet.data.layer_params import SegDataParams
+from deconvnet.net.bn_stats import write_statistics
 
 
 def with_source(model: Path, source: Path, folder: Path) -> Path:
@@ -32,9 +29,8 @@ def with_source(model: Path, source: Path, folder: Path) -> Path:
     text_format.Merge(model.read_text(), net)
     for layer in net.layer:
         if layer.type == "Python" and layer.python_param.module == "python_layers.seg_data":
-            params = json.loads(layer.python_param.param_str)
-            params["source"] = str(source.resolve())
-            layer.python_param.param_str = json.dumps(params)
+            params = SegDataParams.from_param_str(layer.python_param.param_str)
+            layer.python_param.param_str = replace(params, source=str(source.resolve())).to_param_str()
     path = folder / model.name
     path.write_text(str(net))
     return path
@@ -49,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, help="training LMDB (default: the one in --model)")
     parser.add_argument("--gpu", type=int)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     use_device(args.gpu)
     for path in (args.model, args.weights):
         if not path.is_file():

@@ -1,41 +1,265 @@
 #!/usr/bin/env python3
-"""The main job: DeconvNet end to end on the built-in synthetic dataset, on
-CPU: synthetic VOC/SBD data, stage-1 and stage-2 crop LMDBs with proposals,
-VGG16 surgery on a random VGG16, two-stage training of a reduced DeconvNet,
-BatchNorm statistics, inference with proposals, aggregation and CRF on the
-val images, and tools/eval_voc.py. Writes a run folder with report.md,
-plots, overlays and the Figure 6 panel, and prints where it is."""
+"""The main job: DeconvNet end to end on the built-in synthetic dataset, with
+a reduced network, on CPU, in minutes:
+
+  synthetic VOC/SBD data -> stage-1 and stage-2 crop LMDBs (with proposals)
+  -> VGG16 surgery (a random VGG16: the real one cannot be downloaded here)
+  -> training stage 1 then stage 2 -> BatchNorm statistics -> inference with
+  proposals, aggregation and CRF on the val images -> comp6 scoring.
+
+Writes a run folder with report.md, plots, overlays and the Figure 6 panel,
+and prints where it is. --quick is a tiny run for tests; the other flags
+override single settings of the run (of --quick's, with --quick)."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import numpy as np
 
-from deconvnet.demo import QUICK, DemoConfig, run  # noqa: E402
+from deconvnet.common.cli import ROOT, add_options, given_options, option, setup_logging
+from deconvnet.data.build_crops import BuildConfig, build
+from deconvnet.data.proposals import ProposalCache
+from deconvnet.data.synthetic import SyntheticSpec, write_dataset
+from deconvnet.data.voc import VOCReader
+from deconvnet.eval.scoring import evaluate_dirs, score_table
+from deconvnet.infer.crf import CRFParams
+from deconvnet.infer.figures import figure6
+from deconvnet.infer.models import DeconvNetModel
+from deconvnet.infer.outputs import overlay, write_labels, write_png
+from deconvnet.infer.pipeline import Pipeline
+from deconvnet.net import nets
+from deconvnet.net.architecture import Size
+from deconvnet.net.bn_stats import write_statistics
+from deconvnet.net.solvers import Schedule, deconvnet_solver
+from deconvnet.net.surgery import build_init_model
+from deconvnet.train.plots import parse_jsonl, plot
+from deconvnet.train.trainer import StageConfig, Trainer, validate
 
-ROOT = Path(__file__).resolve().parents[1]
+import caffe
+
+LOG = logging.getLogger("demo")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    images: int = option(160, help="synthetic images")
+    input_size: int = option(64, help="the reduced net's input (and crop) side")
+    width_divisor: int = option(8, help="the reduced net's channel divisor")
+    stored_size: int = option(72, help="crops are stored at this side, cropped to --input-size")
+    stage1_iters: int = option(1000, help="stage-1 iterations")
+    stage2_iters: int = option(1500, help="stage-2 iterations")
+    batch: int = option(8, help="examples per iteration")
+    val_interval: int = option(200, help="iterations between validations")
+    val_batches: int = option(10, help="batches per validation")
+    bn_batches: int = option(50, help="batches of the BatchNorm statistics")
+    overlays: int = option(6, help="val images drawn as overlays")
+    seed: int = option(0, help="seed of data, weights and training")
+
+    @property
+    def size(self) -> Size:
+        return Size(self.input_size, self.width_divisor)
+
+
+QUICK = DemoConfig(images=24, stage1_iters=40, stage2_iters=40, val_interval=20, val_batches=2,
+                   bn_batches=4, overlays=2)
+
+
+def write_stage_prototxts(folder: Path, stage: int, train_db: Path, test_db: Path, config: DemoConfig,
+                          schedule: Schedule) -> Path:
+    """Reduced train/test nets and a CPU solver for one stage; returns the solver."""
+    folder.mkdir(parents=True, exist_ok=True)
+    size = config.size
+    for split, train, db in (("train", True, train_db), ("test", False, test_db)):
+        # One prefetching worker: the demo's two cores are shared with the solver.
+        net = nets.deconvnet_train_test(train, str(db.resolve()), config.batch, size, workers=1)
+        (folder / f"stage{stage}_{split}.prototxt").write_text(str(net))
+    solver = deconvnet_solver(f"stage{stage}_train.prototxt", f"stage{stage}_test.prototxt",
+                              f"snapshots/stage{stage}", schedule, gpu=False)
+    (folder / "snapshots").mkdir(exist_ok=True)
+    path = folder / f"stage{stage}_solver.prototxt"
+    path.write_text(str(solver))
+    return path
+
+
+def random_vgg16(size: Size, folder: Path, seed: int) -> tuple[Path, Path]:
+    """A VGG16 of the reduced size with random weights, saved by pycaffe."""
+    prototxt = folder / "vgg16_reduced.prototxt"
+    prototxt.write_text(str(nets.vgg16_deploy(size)))
+    net = caffe.Net(str(prototxt), caffe.TEST)
+    rng = np.random.default_rng(seed)
+    for params in net.params.values():
+        weight = params[0].data
+        fan_in = int(np.prod(weight.shape[1:]))
+        weight[...] = rng.normal(0, np.sqrt(2.0 / fan_in), weight.shape)  # He init
+        params[1].data[...] = 0
+    model = folder / "vgg16_reduced_random.caffemodel"
+    net.save(str(model))
+    return prototxt, model
+
+
+def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
+    timings: dict[str, float] = {}
+    started = time.time()
+
+    def step(name: str, t0: float) -> None:
+        timings[name] = time.time() - t0
+        LOG.info("== %s done in %.0f s", name, timings[name])
+
+    caffe.set_mode_cpu()
+    caffe.set_random_seed(config.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+
+    t0 = time.time()
+    write_dataset(data / "synthetic", SyntheticSpec(num_images=config.images, seed=config.seed))
+    voc = data / "synthetic" / "VOCdevkit" / "VOC2012"
+    sbd = data / "synthetic" / "benchmark_RELEASE" / "dataset"
+    step("synthetic dataset", t0)
+
+    t0 = time.time()
+    dbs = {}
+    for stage in (1, 2):
+        for split, image_set, balance in (("train", "union-minus-voc-val", True), ("test", "voc:val", False)):
+            name = f"stage{stage}_{split}"
+            dbs[name] = data / "lmdb" / name
+            build(BuildConfig(stage=stage, out=dbs[name], voc_root=voc, sbd_root=sbd, image_set=image_set,
+                              stored_size=config.stored_size, balance=balance, seed=config.seed, workers=2,
+                              proposal_cache=data / "proposals"))
+    step("crop datasets", t0)
+
+    t0 = time.time()
+    models = out / "models"
+    models.mkdir(exist_ok=True)
+    deploy = models / "deconvnet_reduced_deploy.prototxt"
+    deploy.write_text(str(nets.deconvnet_deploy(batch=1, size=config.size)))
+    vgg_prototxt, vgg_model = random_vgg16(config.size, models, config.seed)
+    init = build_init_model("deconvnet", deploy, vgg_model, vgg_prototxt, models / "init.caffemodel",
+                            seed=config.seed)
+    step("VGG16 surgery", t0)
+
+    weights = init
+    solvers = {}
+    for stage, iters in ((1, config.stage1_iters), (2, config.stage2_iters)):
+        t0 = time.time()
+        schedule = Schedule(max_iter=iters, stepsize=max(1, int(iters * 0.7)), iter_size=1,
+                            batch_size=config.batch, snapshot=iters, test_interval=config.val_interval)
+        solvers[stage] = write_stage_prototxts(out / "prototxt", stage, dbs[f"stage{stage}_train"],
+                                               dbs[f"stage{stage}_test"], config, schedule)
+        trainer = Trainer(StageConfig(solver=solvers[stage], run_dir=out / "runs" / f"stage{stage}",
+                                      weights=weights, val_interval=config.val_interval,
+                                      val_batches=config.val_batches, snapshot_interval=0, keep_last=1,
+                                      progress=sys.stderr.isatty()))
+        weights = trainer.train()
+        step(f"training stage {stage}", t0)
+
+    t0 = time.time()
+    bn_weights = models / "deconvnet_final_bnstats.caffemodel"
+    write_statistics(out / "prototxt" / "stage2_train.prototxt", weights, bn_weights, config.bn_batches,
+                     progress=False)
+    test_net = str(out / "prototxt" / "stage2_test.prototxt")
+    crops_val = {}
+    for label, model in (("moving averages (caffe)", weights), ("re-estimated", bn_weights)):
+        net = caffe.Net(test_net, str(model), caffe.TEST)
+        crops_val[label] = validate(net, config.val_batches)
+        del net
+    step("BatchNorm statistics", t0)
+
+    t0 = time.time()
+    reader = VOCReader(voc)
+    val_ids = reader.ids("val")
+    pipeline = Pipeline(DeconvNetModel(deploy, bn_weights, batch=50), crf=CRFParams())
+    proposals = ProposalCache(data / "proposals_infer")
+    labels_dir = out / "predictions" / "labels"
+    for k, image_id in enumerate(val_ids):
+        image = reader.image(image_id)
+        result = pipeline.segment(image, proposals.get(image_id, image)[0])
+        write_labels(labels_dir / f"{image_id}.png", result.labels)
+        if k < config.overlays:
+            write_png(out / "overlays" / f"{image_id}.png", overlay(image, result.labels, result.boxes))
+    first = reader.image(val_ids[0])
+    figure6(pipeline.model, first, proposals.get(val_ids[0], first)[0], out / "figure6.png")
+    step("inference with CRF", t0)
+
+    t0 = time.time()
+    result, _ = evaluate_dirs(voc / "SegmentationClass", labels_dir, val_ids)
+    table = score_table(result, "demo") + "\n"
+    (out / "eval.txt").write_text(table)
+    scores = result.as_json()
+    (out / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    background = out / "predictions" / "all_background"
+    for image_id in val_ids:
+        write_labels(background / f"{image_id}.png", np.zeros(reader.class_map(image_id).shape, np.uint8))
+    baseline, _ = evaluate_dirs(voc / "SegmentationClass", background, val_ids)
+    step("evaluation", t0)
+
+    plots = plot({f"stage{s}": parse_jsonl(out / "runs" / f"stage{s}" / "log.jsonl") for s in (1, 2)},
+                 out / "plots")
+    total = time.time() - started
+    summary = dict(mean_iou=scores["mean_iou"], all_background_mean_iou=baseline.mean_iou,
+                   pixel_accuracy=scores["pixel_accuracy"], val_images=len(val_ids), seconds=total,
+                   crops_validation=crops_val, timings=timings, config=config.__dict__)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_report(out, summary, table, plots, solvers)
+    return summary
+
+
+def write_report(out: Path, summary: dict, table: str, plots: list[Path], solvers: dict) -> None:
+    ratio = summary["mean_iou"] / max(summary["all_background_mean_iou"], 1e-9)
+    lines = [
+        "# DeconvNet demo run",
+        "",
+        f"Synthetic VOC-format data, reduced DeconvNet (input {summary['config']['input_size']}, widths "
+        f"/{summary['config']['width_divisor']}), trained on CPU in two stages; inference with edge-box "
+        "proposals, max aggregation and the dense CRF on the synthetic val images.",
+        "",
+        f"- **Mean IoU on val: {summary['mean_iou'] * 100:.1f}%** over {summary['val_images']} images "
+        f"(pixel accuracy {summary['pixel_accuracy'] * 100:.1f}%)",
+        f"- All-background baseline: {summary['all_background_mean_iou'] * 100:.1f}% mean IoU "
+        f"(ours is {ratio:.1f}x)",
+        f"- Total time: {summary['seconds'] / 60:.1f} min",
+        "",
+        "## Scores (comp6, as tools/eval_voc.py prints them)",
+        "",
+        "```",
+        table.rstrip(),
+        "```",
+        "",
+        "## BatchNorm statistics",
+        "",
+        "Validation crops (stage-2 test LMDB), mean IoU of the final model with Caffe's moving averages "
+        "and with statistics re-estimated over training batches (tools/bn_stats.py):",
+        "",
+        "| BatchNorm statistics | crop mIoU | pixel accuracy |",
+        "|---|---|---|",
+    ]
+    for label, result in summary["crops_validation"].items():
+        lines.append(f"| {label} | {result['mean_iou'] * 100:.1f}% | {result['pixel_accuracy'] * 100:.1f}% |")
+    lines += ["", "## Training", ""]
+    lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
+    lines += ["", "Solvers: " + ", ".join(f"[stage {s}](prototxt/{p.name})" for s, p in solvers.items()),
+              "", "## Figure 6: aggregation of proposals", "", "![figure 6](figure6.png)", "",
+              "## Overlays (val images: labels and the proposals used)", ""]
+    lines += [f"![{p.stem}](overlays/{p.name})" for p in sorted((out / "overlays").glob("*.png"))]
+    lines += ["", "## Time per step", "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.0f} |" for k, v in summary["timings"].items()]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="run folder (default: output/demo/<date-time>)")
     parser.add_argument("--quick", action="store_true", help="a tiny run for tests (under 2 minutes)")
-    parser.add_argument("--images", type=int, help="synthetic images")
-    parser.add_argument("--stage1-iters", type=int)
-    parser.add_argument("--stage2-iters", type=int)
-    parser.add_argument("--seed", type=int)
+    add_options(parser.add_argument_group("settings (default: the full demo's, or --quick's)"), DemoConfig,
+                overrides=True)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = QUICK if args.quick else DemoConfig()
-    overrides = {k: v for k, v in (("images", args.images), ("stage1_iters", args.stage1_iters),
-                                   ("stage2_iters", args.stage2_iters), ("seed", args.seed)) if v is not None}
-    config = replace(config, **overrides)
+    setup_logging()
+    config = replace(QUICK if args.quick else DemoConfig(), **given_options(DemoConfig, args))
     out = args.out or ROOT / "output" / "demo" / time.strftime("%Y%m%d-%H%M%S")
     summary = run(out, config)
     print(f"mean IoU {summary['mean_iou'] * 100:.1f}% (all-background baseline "

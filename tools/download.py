@@ -17,9 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.download import ASSETS, DownloadError, download, extract
-
-ROOT = Path(__file__).resolve().parents[1]
+from deconvnet.common.cli import ROOT, setup_logging
+from deconvnet.data.download import ASSETS, DownloadError, download, extract
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retries", type=int, default=3, help="resumed attempts after a failure")
     parser.add_argument("--timeout", type=float, default=60, help="seconds without data before giving up")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     names = list(ASSETS) if "all" in args.assets else args.assets
     unknown = [n for n in names if n not in ASSETS]
     if unknown:

@@ -15,12 +15,9 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from deconvnet.architecture import NUM_CLASSES
-from deconvnet.evaluation import (PAPER_EDECONVNET_CRF, PAPER_MEANS, EvaluationError, evaluate_dirs,
-                                  format_table)
-from deconvnet.voc import DatasetError, read_split
+from deconvnet.common.cli import setup_logging
+from deconvnet.data.voc import DatasetError, read_split
+from deconvnet.eval.scoring import EvaluationError, evaluate_dirs, score_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,21 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-paper", action="store_true", help="add the paper's VOC 2012 test rows")
     parser.add_argument("--name", default="ours", help="row label (default: ours)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     try:
         ids = read_split(args.list) if args.list else None
         result, _ = evaluate_dirs(args.gt_dir, args.pred_dir, ids)
     except (EvaluationError, DatasetError) as err:
         logging.error("eval_voc: %s", err)
         return 1
-    rows = [(args.name, result.per_class_iou * 100, result.mean_iou * 100)]
-    if args.compare_paper:
-        rows.append(("paper EDeconvNet+CRF", np.array(PAPER_EDECONVNET_CRF), PAPER_MEANS["EDeconvNet+CRF"]))
-        for name, mean in PAPER_MEANS.items():
-            if name != "EDeconvNet+CRF":
-                rows.append((f"paper {name}", np.full(NUM_CLASSES, np.nan), mean))
-    print(format_table(rows))
-    print(f"pixel accuracy {result.pixel_accuracy * 100:.1f}%, {result.num_images} images")
+    print(score_table(result, args.name, args.compare_paper))
     if args.json:
         args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n")
     return 0

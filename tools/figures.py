@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from deconvnet import figures  # noqa: E402
-from deconvnet.inference import DeconvNetModel, select_boxes  # noqa: E402
-from deconvnet.proposals import EdgeBoxParams, edge_boxes  # noqa: E402
-from deconvnet.voc import DatasetError, read_image  # noqa: E402
-
-from deconvnet.machine import use_device  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from deconvnet.common.cli import ROOT, setup_logging
+from deconvnet.common.machine import use_device
+from deconvnet.data.proposals import EdgeBoxParams, edge_boxes
+from deconvnet.data.voc import DatasetError, read_image
+from deconvnet.infer import figures
+from deconvnet.infer.aggregation import select_boxes
+from deconvnet.infer.models import DeconvNetModel
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,14 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate", choices=("max", "sum"), default="max")
     parser.add_argument("--gpu", type=int)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     use_device(args.gpu)
     try:
         image = read_image(args.image)
     except DatasetError as err:
         logging.error("figures: %s", err)
         return 1
-    model = DeconvNetModel(str(args.model), str(args.weights), batch=50)
+    model = DeconvNetModel(args.model, args.weights, batch=50)
     boxes, _ = edge_boxes(image, EdgeBoxParams())
     out = args.out or Path(f"{args.figure}_{args.image.stem}.png")
     if args.figure == "fig6":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Segments images with DeconvNet (SPEC section 4): edge-box proposals (top
+"""Segments images with DeconvNet (docs/PAPER.md, section 4): edge-box proposals (top
 --top-k by objectness), each enlarged 1.2x, resized to the net's input and
 run in batches; score maps pasted back and aggregated (max, Eq. 1, or sum,
 Eq. 2); softmax; optionally the FCN-8s ensemble and a dense CRF.
@@ -19,24 +19,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
+from deconvnet.common.cli import PROTOTXT, add_options, options_from_args, setup_logging
+from deconvnet.common.machine import use_device
+from deconvnet.data.proposals import EdgeBoxParams, ProposalCache
+from deconvnet.data.voc import DatasetError, read_image, read_split
+from deconvnet.infer.crf import CRFParams
+from deconvnet.infer.models import DeconvNetModel, FCNModel
+from deconvnet.infer.outputs import SUBMISSION_DIR, overlay, submission_archive, write_labels, write_png, write_probs
+from deconvnet.infer.pipeline import Pipeline, Timings
 
-from deconvnet.inference import CRFParams, DeconvNetModel, FCNModel, Pipeline, Timings  # noqa: E402
-from deconvnet.outputs import (SUBMISSION_DIR, overlay, submission_archive, write_labels,  # noqa: E402
-                               write_png, write_probs)
-from deconvnet.proposals import EdgeBoxParams, ProposalCache  # noqa: E402
-from deconvnet.voc import DatasetError, read_image, read_split  # noqa: E402
-
-from deconvnet.machine import use_device  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff"}
 
 
@@ -62,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="split of --voc-root (default val)")
     p.add_argument("--list", type=Path, help="file of image ids (with --voc-root)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--model", type=Path, default=ROOT / "prototxt" / "deconvnet_deploy.prototxt")
+    p.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_deploy.prototxt")
     p.add_argument("--weights", type=Path, required=True, help="DeconvNet caffemodel")
     p.add_argument("--top-k", type=int, default=50, help="proposals per image (default 50)")
     p.add_argument("--min-box-side", type=float, default=0,
@@ -74,13 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-model", default="", help="structured-edge model.yml.gz (default: gradient edges)")
     crf = p.add_argument_group("dense CRF")
     crf.add_argument("--crf", action="store_true", help="apply the fully connected CRF")
-    defaults = CRFParams()
-    for name in defaults.__dataclass_fields__:
-        crf.add_argument(f"--crf-{name.replace('_', '-')}", type=type(getattr(defaults, name)),
-                         default=getattr(defaults, name), help=f"(default {getattr(defaults, name)})")
+    add_options(crf, CRFParams, prefix="crf-")
     ens = p.add_argument_group("FCN-8s ensemble")
     ens.add_argument("--fcn-weights", type=Path, help="FCN-8s caffemodel: enables the ensemble")
-    ens.add_argument("--fcn-model", type=Path, default=ROOT / "prototxt" / "fcn8s_deploy.prototxt")
+    ens.add_argument("--fcn-model", type=Path, default=PROTOTXT / "fcn8s_deploy.prototxt")
     ens.add_argument("--ensemble", choices=("mean", "product"), default="mean")
     out = p.add_argument_group("outputs")
     out.add_argument("--save-probs", action="store_true", help="write float16 probability maps")
@@ -93,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     items = gather_inputs(args)
     if not items:
         logging.error("infer: no images given (files, folders, or --voc-root)")
@@ -103,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.error("infer: %s %s not found", what, path)
             return 2
     use_device(args.gpu)
-    fcn = FCNModel(str(args.fcn_model), str(args.fcn_weights)) if args.fcn_weights else None
-    crf = CRFParams(**{n: getattr(args, f"crf_{n}") for n in CRFParams.__dataclass_fields__}) if args.crf else None
-    pipeline = Pipeline(DeconvNetModel(str(args.model), str(args.weights), args.batch), args.top_k,
+    fcn = FCNModel(args.fcn_model, args.fcn_weights) if args.fcn_weights else None
+    crf = options_from_args(CRFParams, args, prefix="crf-") if args.crf else None
+    pipeline = Pipeline(DeconvNetModel(args.model, args.weights, args.batch), args.top_k,
                         args.min_box_side, args.aggregate, crf, fcn, args.ensemble)
     proposals = ProposalCache(args.proposal_cache or args.out / "proposals",
                               EdgeBoxParams(edge_model=args.edge_model))

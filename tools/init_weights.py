@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
-from deconvnet.surgery import SurgeryError, build_init_model  # noqa: E402
+from deconvnet.common.cli import ROOT, setup_logging
+from deconvnet.net.surgery import SurgeryError, build_init_model
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TARGET = {"deconvnet": ROOT / "prototxt" / "deconvnet_deploy.prototxt",
                   "fcn8s": ROOT / "prototxt" / "fcn8s_deploy.prototxt"}
 DEFAULT_OUT = {"deconvnet": ROOT / "models" / "deconvnet_init_vgg16.caffemodel",
@@ -41,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="output caffemodel (default: models/<net>_init_vgg16.caffemodel)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the decoder's Gaussian fillers")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     try:
         build_init_model(args.net, args.target or DEFAULT_TARGET[args.net], args.vgg_model,
                          args.vgg_prototxt, args.out or DEFAULT_OUT[args.net], seed=args.seed)

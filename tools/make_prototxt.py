@@ -9,9 +9,10 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.prototxt import stale_files, write_all
+from deconvnet.common.cli import PROTOTXT, setup_logging
+from deconvnet.net.prototxt import stale_files, write_all
 
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / "prototxt"
+DEFAULT_DIR = PROTOTXT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder (default: prototxt/)")
     parser.add_argument("--check", action="store_true", help="only compare, exit 1 on a difference")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     if args.check:
         stale = stale_files(args.out)
         for name in stale:

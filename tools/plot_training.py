@@ -9,7 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.plots import parse_log, plot
+from deconvnet.common.cli import setup_logging
+from deconvnet.train.plots import parse_log, plot
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("logs", nargs="+", type=Path, help="log.jsonl or caffe log files")
     parser.add_argument("--out", type=Path, default=Path("plots"), help="folder for the PNGs (default plots/)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     missing = [str(p) for p in args.logs if not p.is_file()]
     if missing:
         logging.error("plot_training: not found: %s", ", ".join(missing))

@@ -17,37 +17,27 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
-
-from deconvnet.training import DiskFull, StageConfig, Trainer, finished_model  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from deconvnet.common.cli import PROTOTXT, ROOT, add_options, options_from_args, setup_logging
+from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, finished_model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stage", choices=("1", "2", "both"), default="both")
-    parser.add_argument("--solver1", type=Path, default=ROOT / "prototxt" / "stage1_solver.prototxt")
-    parser.add_argument("--solver2", type=Path, default=ROOT / "prototxt" / "stage2_solver.prototxt")
+    parser.add_argument("--solver1", type=Path, default=PROTOTXT / "stage1_solver.prototxt")
+    parser.add_argument("--solver2", type=Path, default=PROTOTXT / "stage2_solver.prototxt")
     parser.add_argument("--weights", type=Path,
                         help="initial weights of the first stage run (stage 1: the VGG16 surgery output; "
                              "stage 2 alone: stage 1's final model)")
-    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "train")
-    parser.add_argument("--lr-policy", choices=("step", "plateau"), default="step")
-    parser.add_argument("--patience", type=int, default=3, help="plateau: validations without improvement")
-    parser.add_argument("--val-interval", type=int, default=1000)
-    parser.add_argument("--val-batches", type=int, default=50)
-    parser.add_argument("--snapshot-interval", type=int, default=2000)
-    parser.add_argument("--keep-last", type=int, default=2)
-    parser.add_argument("--max-iter", type=int, help="override each stage's max_iter")
+    parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "train",
+                        help="stage folders go inside (default runs/train)")
+    add_options(parser, StageConfig)
     parser.add_argument("--min-free-gb", type=float, help="stop when less disk is free (default: 2 snapshots)")
-    parser.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging()
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]
     weights = args.weights
     for stage in stages:
@@ -57,12 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.info("stage %d already finished: %s", stage, done)
             weights = done
             continue
-        config = StageConfig(
-            solver=args.solver1 if stage == 1 else args.solver2, run_dir=run_dir, weights=weights,
-            lr_policy=args.lr_policy, patience=args.patience, val_interval=args.val_interval,
-            val_batches=args.val_batches, snapshot_interval=args.snapshot_interval, keep_last=args.keep_last,
-            min_free_bytes=int(args.min_free_gb * 2**30) if args.min_free_gb else None,
-            max_iter=args.max_iter, gpu=args.gpu)
+        config = options_from_args(
+            StageConfig, args, solver=args.solver1 if stage == 1 else args.solver2, run_dir=run_dir,
+            weights=weights, min_free_bytes=int(args.min_free_gb * 2**30) if args.min_free_gb else None)
         try:
             weights = Trainer(config).train()
         except DiskFull as err:

@@ -1,0 +1,6 @@
+"""Helpers every stage shares: ``constants`` (the classes, the void label,
+VGG16's mean, crop sizes), ``atomic`` (files that appear whole or not at
+all), ``machine`` (CPU name, Caffe device choice) and ``cli`` (what the
+command-line tools share, and flags generated from dataclasses).
+
+May import: nothing else of deconvnet."""

@@ -1,0 +1,263 @@
+"""The crop datasets' LMDB format (documented in docs/DATASETS.md).
+
+A database is a folder ``<name>/`` holding the LMDB files, ``index.npy`` (the
+balanced, shuffled order as record numbers) and ``manifest.json``. Each unique
+example is stored once, under a fixed-width key (``%09d`` of its record
+number), as:
+
+    b"DNC1" | uint32 little-endian length of the metadata | metadata JSON |
+    encoded image (JPEG) | label (grayscale PNG)
+
+where the metadata holds ``image_bytes``, ``label_bytes``, ``image_format``,
+``source``, ``image_id``, ``box`` and ``cls``. While it is built, the folder is
+``<name>.partial``; it is renamed only when complete, so a folder without
+that suffix is always whole. Build state (for resumption) lives under keys
+starting with ``__`` and is removed before the rename.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import cv2
+import lmdb
+import numpy as np
+
+LOG = logging.getLogger(__name__)
+
+MAGIC = b"DNC1"
+KEY_WIDTH = 9
+STATE_KEY = b"__state__"
+CLASSES_PREFIX = b"__classes__/"
+SKIPPED_PREFIX = b"__skipped__/"
+INITIAL_MAP_SIZE = 1 << 30
+
+
+class CropDBError(Exception):
+    pass
+
+
+def record_key(number: int) -> bytes:
+    return b"%0*d" % (KEY_WIDTH, number)
+
+
+@dataclass
+class Record:
+    image: np.ndarray   # BGR uint8
+    label: np.ndarray   # uint8
+    meta: dict[str, Any]
+
+
+def encode_record(image: np.ndarray, label: np.ndarray, meta: dict[str, Any],
+                  jpeg_quality: int = 95) -> bytes:
+    ok, img = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    ok2, lab = cv2.imencode(".png", label)
+    if not (ok and ok2):
+        raise CropDBError("encoding a crop failed")
+    meta = dict(meta, image_bytes=len(img), label_bytes=len(lab), image_format="jpeg")
+    header = json.dumps(meta, sort_keys=True).encode()
+    return MAGIC + struct.pack("<I", len(header)) + header + img.tobytes() + lab.tobytes()
+
+
+def decode_record(value: bytes) -> Record:
+    if value[:4] != MAGIC:
+        raise CropDBError("not a DeconvNet crop record (bad magic)")
+    (length,) = struct.unpack("<I", value[4:8])
+    meta = json.loads(value[8:8 + length])
+    start = 8 + length
+    img_end = start + meta["image_bytes"]
+    image = cv2.imdecode(np.frombuffer(value[start:img_end], np.uint8), cv2.IMREAD_COLOR)
+    label = cv2.imdecode(np.frombuffer(value[img_end:img_end + meta["label_bytes"]], np.uint8),
+                         cv2.IMREAD_UNCHANGED)
+    if image is None or label is None:
+        raise CropDBError(f"a crop record whose {'image' if image is None else 'label'} does not decode")
+    return Record(image, label, meta)
+
+
+def _keys_with_prefix(txn: lmdb.Transaction, prefix: bytes) -> list[bytes]:
+    cursor = txn.cursor()
+    keys = []
+    if cursor.set_range(prefix):
+        for key in cursor.iternext(keys=True, values=False):
+            key = bytes(key)
+            if not key.startswith(prefix):
+                break
+            keys.append(key)
+    return keys
+
+
+class CropDBWriter:
+    """Appends records in order; commits every ``commit_every`` images, with
+    the build state in the same transaction, so that a killed build resumes
+    from its last commit. ``finish`` writes the index and manifest and
+    renames the folder into place."""
+
+    def __init__(self, path: Path, params: dict[str, Any], commit_every: int = 20) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.params = params
+        self.commit_every = commit_every
+        if self.path.exists():
+            raise CropDBError(f"{self.path} exists; remove it (or choose another --out) to rebuild")
+        self.env, state = self._open_partial()
+        self.images_done = state.get("images_done", 0)
+        self.records = state.get("records", 0)
+        self.batch_no = state.get("batches", 0)
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._pending_classes: list[int] = []
+        self._pending_skipped: list[dict] = []
+        self._pending_images = 0
+        self.bytes_written = state.get("bytes", 0)
+
+    def _open_partial(self) -> tuple[lmdb.Environment, dict]:
+        """The partial database and its state: resumed when it was built
+        with the same parameters, else new."""
+        if self.partial.exists():
+            env = lmdb.open(str(self.partial), map_size=INITIAL_MAP_SIZE)
+            with env.begin() as txn:
+                raw = txn.get(STATE_KEY)
+            state = json.loads(raw) if raw else {}
+            if state.get("params") == self.params:
+                LOG.info("resuming %s after %d images (%d records)", self.partial,
+                         state.get("images_done", 0), state.get("records", 0))
+                return env, state
+            env.close()
+            LOG.info("discarding %s: built with other parameters", self.partial)
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        return lmdb.open(str(self.partial), map_size=INITIAL_MAP_SIZE), {}
+
+    def add_image(self, records: Iterable[tuple[bytes, int]], skipped: dict | None = None) -> None:
+        """The encoded records of one source image (and why it was skipped)."""
+        for value, cls in records:
+            self._pending.append((record_key(self.records + len(self._pending)), value))
+            self._pending_classes.append(cls)
+        if skipped:
+            self._pending_skipped.append(skipped)
+        self._pending_images += 1
+        if self._pending_images >= self.commit_every:
+            self.commit()
+
+    @property
+    def total_records(self) -> int:
+        """Records written so far, committed or not."""
+        return self.records + len(self._pending)
+
+    def _state(self) -> dict:
+        return dict(params=self.params, images_done=self.images_done, records=self.records,
+                    batches=self.batch_no, bytes=self.bytes_written)
+
+    def commit(self) -> None:
+        if not self._pending_images:
+            return
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for key, value in self._pending:
+                        txn.put(key, value)
+                    batch = b"%09d" % self.batch_no
+                    txn.put(CLASSES_PREFIX + batch, np.asarray(self._pending_classes, np.uint8).tobytes())
+                    txn.put(SKIPPED_PREFIX + batch, json.dumps(self._pending_skipped).encode())
+                    state = self._state()
+                    state.update(images_done=self.images_done + self._pending_images,
+                                 records=self.records + len(self._pending), batches=self.batch_no + 1,
+                                 bytes=self.bytes_written + sum(len(v) for _, v in self._pending))
+                    txn.put(STATE_KEY, json.dumps(state).encode())
+                break
+            except lmdb.MapFullError:
+                # The map grows when full; the failed transaction was aborted.
+                new_size = self.env.info()["map_size"] * 2
+                LOG.info("growing %s to %.1f GiB", self.partial, new_size / 2**30)
+                self.env.set_mapsize(new_size)
+        self.images_done, self.records = state["images_done"], state["records"]
+        self.batch_no, self.bytes_written = state["batches"], state["bytes"]
+        self._pending, self._pending_classes, self._pending_skipped = [], [], []
+        self._pending_images = 0
+
+    def _collect(self, prefix: bytes) -> list[bytes]:
+        with self.env.begin() as txn:
+            values = [txn.get(key) for key in _keys_with_prefix(txn, prefix)]
+        return [v for v in values if v is not None]
+
+    def classes(self) -> np.ndarray:
+        return np.concatenate([np.frombuffer(v, np.uint8) for v in self._collect(CLASSES_PREFIX)]
+                              or [np.zeros(0, np.uint8)])
+
+    def skipped(self) -> list[dict]:
+        return [item for v in self._collect(SKIPPED_PREFIX) for item in json.loads(v)]
+
+    def finish(self, index: np.ndarray, manifest: dict[str, Any]) -> Path:
+        self.commit()
+        with self.env.begin(write=True) as txn:
+            for prefix in (CLASSES_PREFIX, SKIPPED_PREFIX):
+                for key in _keys_with_prefix(txn, prefix):
+                    txn.delete(key)
+            txn.delete(STATE_KEY)
+        self.env.sync()
+        self.env.close()
+        np.save(self.partial / "index.npy", np.asarray(index, dtype=np.int64))
+        (self.partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        os.rename(self.partial, self.path)
+        return self.path
+
+
+_READ_ENVS: dict[str, tuple[int, lmdb.Environment]] = {}
+
+
+def _read_env(path: Path) -> lmdb.Environment:
+    """One read-only environment per database and process: LMDB allows only
+    one per process, and none may be used across fork(). A forked child
+    closes the one it inherited (only its own mapping goes) and opens its own."""
+    key = str(path.resolve())
+    pid = os.getpid()
+    if key in _READ_ENVS:
+        owner, env = _READ_ENVS[key]
+        if owner == pid:
+            return env
+        env.close()
+    env = lmdb.open(key, readonly=True, lock=False, readahead=False, max_readers=256)
+    _READ_ENVS[key] = (pid, env)
+    return env
+
+
+class CropDB:
+    """Read access; safe to open in several processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if self.path.name.endswith(".partial"):
+            raise CropDBError(f"{self.path} is an unfinished build; rerun the dataset tool")
+        for name in ("index.npy", "manifest.json", "data.mdb"):
+            if not (self.path / name).exists():
+                raise CropDBError(f"{self.path} is not a finished crop database (no {name}); "
+                                  "build it with data_prep/build_dataset.py")
+        self.manifest = json.loads((self.path / "manifest.json").read_text())
+        self.index = np.load(self.path / "index.npy")
+
+    @property
+    def env(self) -> lmdb.Environment:
+        return _read_env(self.path)
+
+    @property
+    def num_records(self) -> int:
+        return int(self.manifest["unique_records"])
+
+    @property
+    def stored_size(self) -> int:
+        return int(self.manifest["params"]["stored_size"])
+
+    def raw(self, number: int) -> bytes:
+        with self.env.begin() as txn:
+            value = txn.get(record_key(number))
+        if value is None:
+            raise CropDBError(f"{self.path}: no record {number}")
+        return value
+
+    def get(self, number: int) -> Record:
+        return decode_record(self.raw(number))

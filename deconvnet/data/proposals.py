@@ -1,0 +1,135 @@
+"""Edge-box object proposals (Zitnick and Dollar 2014) with OpenCV contrib.
+
+Edges come from the structured-edge model when its ``model.yml.gz`` is given
+(no package ships it); otherwise from Sobel gradients thinned by a Canny mask,
+with the orientation taken from the gradients. Thinning matters: on a real
+VOC photo unthinned gradients made EdgeBoxes take 16 s, thinned about 0.7 s.
+
+Boxes are float32 (N, 4) rows ``x1, y1, x2, y2`` in pixels, end exclusive,
+sorted by objectness score (N,), best first.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from deconvnet.common.atomic import atomic_path
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EdgeBoxParams:
+    max_boxes: int = 2000
+    alpha: float = 0.65          # step of the sliding window search
+    beta: float = 0.75           # NMS threshold
+    min_score: float = 0.01
+    canny_low: int = 50          # Canny thresholds of the thinning mask
+    canny_high: int = 150
+    edge_model: str = ""         # structured-edge model.yml.gz; "" = gradients
+
+    def key(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def gradient_edges(image: np.ndarray, params: EdgeBoxParams) -> tuple[np.ndarray, np.ndarray]:
+    """Thinned gradient magnitude in [0, 1] and gradient orientation in [0, pi)."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    smooth = cv2.GaussianBlur(gray, (3, 3), 0).astype(np.float32) / 255.0
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
+    magnitude: np.ndarray = cv2.magnitude(gx, gy)
+    magnitude /= max(float(magnitude.max()), 1e-6)
+    thin = cv2.Canny(gray, params.canny_low, params.canny_high) > 0
+    edges = np.where(thin, magnitude, 0).astype(np.float32)
+    orientation = np.mod(np.arctan2(gy, gx), np.pi).astype(np.float32)
+    return edges, orientation
+
+
+_STRUCTURED: dict[str, Any] = {}
+
+
+def structured_edges(image: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """Edges and orientation from the structured-edge forest, with NMS."""
+    if model not in _STRUCTURED:
+        if not Path(model).is_file():
+            raise FileNotFoundError(f"structured-edge model {model} not found "
+                                    "(download model.yml.gz from opencv_extra, or omit it)")
+        _STRUCTURED[model] = cv2.ximgproc.createStructuredEdgeDetection(model)
+    sed = _STRUCTURED[model]
+    rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    edges = sed.detectEdges(rgb)
+    orientation = sed.computeOrientation(edges)
+    return sed.edgesNms(edges, orientation, 2, 0, 1, True), orientation
+
+
+def _as_arrays(boxes, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Normalises OpenCV 4.x and 5.x results: scores (N, 1) or (N,); an empty
+    result () or None."""
+    if boxes is None or len(boxes) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    if scores is None or len(scores) == 0:
+        scores = np.linspace(1, 0, len(boxes), endpoint=False)
+    return boxes, np.asarray(scores, dtype=np.float32).reshape(-1)
+
+
+def edge_boxes(image: np.ndarray, params: EdgeBoxParams = EdgeBoxParams()) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes x1 y1 x2 y2, scores) for a BGR (or grayscale) uint8 image."""
+    if params.edge_model:
+        edges, orientation = structured_edges(image, params.edge_model)
+    else:
+        edges, orientation = gradient_edges(image, params)
+    detector = cv2.ximgproc.createEdgeBoxes(alpha=params.alpha, beta=params.beta,
+                                            minScore=params.min_score, maxBoxes=params.max_boxes)
+    result = detector.getBoundingBoxes(edges, orientation)
+    # Older 4.x bindings return the boxes alone, already in score order.
+    xywh, scores = _as_arrays(*(result if isinstance(result, tuple) and len(result) == 2
+                                else (result, None)))
+    boxes = np.column_stack([xywh[:, 0], xywh[:, 1], xywh[:, 0] + xywh[:, 2], xywh[:, 1] + xywh[:, 3]])
+    order = np.argsort(-scores, kind="stable")
+    return boxes[order].astype(np.float32), scores[order]
+
+
+class ProposalCache:
+    """Per-image .npz files under ``folder/<params key>/``, written atomically."""
+
+    def __init__(self, folder: Path, params: EdgeBoxParams = EdgeBoxParams()) -> None:
+        self.params = params
+        self.folder = Path(folder) / params.key()
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.npz"
+
+    def get(self, name: str, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        path = self.path(name)
+        if path.exists():
+            try:
+                with np.load(path) as cached:
+                    return cached["boxes"], cached["scores"]
+            except (OSError, ValueError, KeyError):
+                LOG.warning("recomputing unreadable proposal cache %s", path)
+        boxes, scores = edge_boxes(image, self.params)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, boxes=boxes, scores=scores)
+        return boxes, scores
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of boxes a (N, 4) and b (M, 4), x1 y1 x2 y2 end exclusive."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)

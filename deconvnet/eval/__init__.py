@@ -1,0 +1,4 @@
+"""Scoring (docs/PAPER.md, sections 5 and 6): the PASCAL VOC comp6
+protocol, its table, and the paper's reference results (``scoring``).
+
+May import: deconvnet.common, deconvnet.data."""

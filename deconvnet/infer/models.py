@@ -1,0 +1,47 @@
+"""The two networks inference runs, loaded from a deploy prototxt and a
+caffemodel: DeconvNet on batches of proposal crops, FCN-8s on whole images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from deconvnet.infer.aggregation import MEAN
+
+
+class DeconvNetModel:
+    """The deploy net, run on proposal crops in batches."""
+
+    def __init__(self, prototxt: Path, weights: Path, batch: int = 50) -> None:
+        import caffe
+
+        self.net = caffe.Net(str(prototxt), str(weights), caffe.TEST)
+        self.size = self.net.blobs["data"].data.shape[2]
+        self.batch = batch
+
+    def scores(self, crops: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(crops), self.batch):
+            chunk = crops[start:start + self.batch]
+            if self.net.blobs["data"].data.shape[0] != len(chunk):
+                self.net.blobs["data"].reshape(len(chunk), 3, self.size, self.size)
+                self.net.reshape()
+            self.net.blobs["data"].data[...] = chunk
+            out.append(self.net.forward()["seg_score"].copy())
+        return np.concatenate(out)
+
+
+class FCNModel:
+    """FCN-8s on the whole image (any size)."""
+
+    def __init__(self, prototxt: Path, weights: Path) -> None:
+        import caffe
+
+        self.net = caffe.Net(str(prototxt), str(weights), caffe.TEST)
+
+    def scores(self, image: np.ndarray) -> np.ndarray:
+        data = (image.astype(np.float32) - MEAN).transpose(2, 0, 1)
+        self.net.blobs["data"].reshape(1, *data.shape)
+        self.net.reshape()
+        self.net.blobs["data"].data[0] = data
+        return self.net.forward()["score"][0].copy()

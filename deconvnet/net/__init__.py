@@ -1,0 +1,8 @@
+"""Stage 2 of the pipeline, the networks (docs/PAPER.md, sections 1 and 3):
+the architecture as data (``architecture``), NetSpec generators
+(``nets``) and solvers (``solvers``) for everything in prototxt/
+(``prototxt``), VGG16 weight surgery (``surgery``), BatchNorm population
+statistics (``bn_stats``) and the PyTorch twin used by benchmarks
+(``torch_reference``).
+
+May import: deconvnet.common, deconvnet.data."""

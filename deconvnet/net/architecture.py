@@ -1,0 +1,59 @@
+"""DeconvNet's architecture as data (paper Table 2), shared by the Caffe
+net generator and the PyTorch reference used in benchmarks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deconvnet.common.constants import NUM_CLASSES
+
+# (stage, number of 3x3 convolutions, channels) for VGG16's five blocks.
+VGG_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
+# The mirrored decoder of Table 2: (stage, output channels of each deconvN_k).
+DECODER_BLOCKS = ((5, (512, 512, 512)), (4, (512, 512, 256)), (3, (256, 256, 128)),
+                  (2, (128, 64)), (1, (64, 64)))
+FC_WIDTH = 4096
+
+
+@dataclass(frozen=True)
+class Size:
+    """Input side and channel divisor: Size() is the paper's network."""
+
+    input_size: int = 224
+    width_divisor: int = 1
+
+    def __post_init__(self) -> None:
+        if self.input_size % 32 or self.input_size <= 0:
+            raise ValueError(f"input_size must be a positive multiple of 32, got {self.input_size}")
+        if self.width_divisor < 1 or 64 % self.width_divisor:
+            raise ValueError(f"width_divisor must divide 64, got {self.width_divisor}")
+
+    def width(self, channels: int) -> int:
+        return channels // self.width_divisor
+
+    @property
+    def fc6_kernel(self) -> int:
+        return self.input_size // 32
+
+
+def forward_macs(size: Size = Size()) -> int:
+    """Multiply-accumulates of one forward pass of one example through the
+    convolutions and deconvolutions (everything else is small)."""
+    macs, side, cin = 0, size.input_size, 3
+    for _, convs, channels in VGG_BLOCKS:
+        for _ in range(convs):
+            macs += size.width(channels) * cin * 9 * side * side
+            cin = size.width(channels)
+        side //= 2
+    k = size.fc6_kernel
+    macs += size.width(FC_WIDTH) * cin * k * k                           # fc6
+    macs += size.width(FC_WIDTH) ** 2                                   # fc7
+    macs += size.width(FC_WIDTH) * size.width(512) * k * k              # fc6_deconv, 1x1 -> kxk
+    cin, side = size.width(512), k
+    for _, widths in DECODER_BLOCKS:
+        side *= 2
+        for channels in widths:
+            macs += cin * size.width(channels) * 9 * side * side
+            cin = size.width(channels)
+    macs += cin * NUM_CLASSES * side * side                              # seg_score
+    return macs
+

@@ -1,0 +1,223 @@
+"""Network definitions written with caffe.NetSpec: DeconvNet (paper Table 2),
+FCN-8s (the public VGG16 PASCAL layout) and VGG16 (for weight surgery).
+
+Every function returns a NetParameter; ``deconvnet.net.prototxt`` writes them
+under ``prototxt/``. Widths may be divided by ``width_divisor`` and the input
+size changed (a multiple of 32) for the reduced variants used by demos and
+tests; the defaults are the paper's.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from deconvnet.common.constants import NUM_CLASSES, VOID
+from deconvnet.data.layer_params import FCNDataParams, SegDataParams
+from deconvnet.net.architecture import DECODER_BLOCKS, FC_WIDTH, VGG_BLOCKS, Size
+
+import caffe
+from caffe import layers as L
+from caffe import params as P
+
+LEARNED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
+
+
+def _gaussian(std: float = 0.01) -> dict[str, Any]:
+    return dict(type="gaussian", std=std)
+
+
+def _bn_scale_relu(n: caffe.NetSpec, name: str, relu_name: str, global_stats: bool) -> None:
+    """BatchNorm + Scale (with bias) + ReLU, in place on blob ``name``."""
+    top = getattr(n, name)
+    setattr(n, f"{name}_bn", L.BatchNorm(top, in_place=True,
+                                         batch_norm_param=dict(use_global_stats=global_stats)))
+    setattr(n, f"{name}_scale", L.Scale(getattr(n, f"{name}_bn"), in_place=True,
+                                        scale_param=dict(bias_term=True)))
+    setattr(n, relu_name, L.ReLU(getattr(n, f"{name}_scale"), in_place=True))
+
+
+def _conv(bottom, num_output: int, kernel: int, pad: int, filler: dict | None = None,
+          deconv: bool = False):
+    conv_param: dict[str, Any] = dict(num_output=num_output, kernel_size=kernel, pad=pad)
+    if filler is not None:
+        conv_param.update(weight_filler=filler, bias_filler=dict(type="constant", value=0))
+    kind = L.Deconvolution if deconv else L.Convolution
+    return kind(bottom, param=LEARNED, convolution_param=conv_param)
+
+
+def _deconvnet_body(n: caffe.NetSpec, size: Size, global_stats: bool) -> None:
+    """conv1_1 ... seg_score on top of blob ``data``."""
+    bottom = n.data
+    # Encoder: VGG16 convolutions; their weights come from VGG16, but fillers
+    # make the net trainable from scratch too.
+    for stage, convs, channels in VGG_BLOCKS:
+        for k in range(1, convs + 1):
+            name = f"conv{stage}_{k}"
+            setattr(n, name, _conv(bottom, size.width(channels), 3, 1, _gaussian()))
+            _bn_scale_relu(n, name, f"relu{stage}_{k}", global_stats)
+            bottom = getattr(n, name)
+        pool, mask = L.Pooling(bottom, ntop=2, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+        setattr(n, f"pool{stage}", pool)
+        setattr(n, f"pool{stage}_mask", mask)
+        bottom = pool
+    n.fc6 = _conv(bottom, size.width(FC_WIDTH), size.fc6_kernel, 0, _gaussian())
+    _bn_scale_relu(n, "fc6", "relu6", global_stats)
+    n.fc7 = _conv(n.fc6, size.width(FC_WIDTH), 1, 0, _gaussian())
+    _bn_scale_relu(n, "fc7", "relu7", global_stats)
+    # Decoder: the mirror image, unpooling by the encoder's switches.
+    n.fc6_deconv = _conv(n.fc7, size.width(512), size.fc6_kernel, 0, _gaussian(), deconv=True)
+    _bn_scale_relu(n, "fc6_deconv", "fc6_deconv_relu", global_stats)
+    bottom = n.fc6_deconv
+    for stage, widths in DECODER_BLOCKS:
+        unpool = L.Unpooling(bottom, getattr(n, f"pool{stage}_mask"),
+                             unpooling_param=dict(kernel_size=2, stride=2))
+        setattr(n, f"unpool{stage}", unpool)
+        bottom = unpool
+        for k, channels in enumerate(widths, start=1):
+            name = f"deconv{stage}_{k}"
+            setattr(n, name, _conv(bottom, size.width(channels), 3, 1, _gaussian(), deconv=True))
+            _bn_scale_relu(n, name, f"deconv{stage}_{k}_relu", global_stats)
+            bottom = getattr(n, name)
+    n.seg_score = _conv(bottom, NUM_CLASSES, 1, 0, _gaussian())
+
+
+def _seg_data_layer(n: caffe.NetSpec, params: SegDataParams) -> None:
+    n.data, n.label = L.Python(ntop=2, python_param=dict(
+        module="python_layers.seg_data", layer="SegDataLayer", param_str=params.to_param_str()))
+
+
+def seg_data_net(params: SegDataParams) -> caffe.proto.caffe_pb2.NetParameter:
+    """A net of SegDataLayer alone (tops ``data`` and ``label``)."""
+    n = caffe.NetSpec()
+    _seg_data_layer(n, params)
+    return n.to_proto()
+
+
+def deconvnet_deploy(batch: int = 1, size: Size = Size()) -> caffe.proto.caffe_pb2.NetParameter:
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[batch, 3, size.input_size, size.input_size]))
+    _deconvnet_body(n, size, global_stats=True)
+    return n.to_proto()
+
+
+DataFn = Callable[[caffe.NetSpec], None]
+
+
+def deconvnet_train_test(train: bool, source: str, batch_size: int = 8, size: Size = Size(),
+                         data: DataFn | None = None,
+                         workers: int | None = None) -> caffe.proto.caffe_pb2.NetParameter:
+    """The stage-1/2 TRAIN or TEST net. ``data`` may replace the Python data
+    layer (tests use DummyData or Input); it must set n.data and n.label."""
+    n = caffe.NetSpec()
+    if data is None:
+        _seg_data_layer(n, SegDataParams.for_phase(source, train, batch_size, size.input_size, workers))
+    else:
+        data(n)
+    _deconvnet_body(n, size, global_stats=not train)
+    n.loss = L.SoftmaxWithLoss(n.seg_score, n.label, loss_param=dict(ignore_label=VOID))
+    if not train:
+        n.accuracy = L.Accuracy(n.seg_score, n.label, accuracy_param=dict(ignore_label=VOID))
+    return n.to_proto()
+
+
+# --- FCN-8s -----------------------------------------------------------------
+
+def _fcn_conv_relu(bottom, num_output: int, kernel: int = 3, pad: int = 1):
+    conv = L.Convolution(bottom, param=LEARNED,
+                         convolution_param=dict(num_output=num_output, kernel_size=kernel, pad=pad))
+    return conv, L.ReLU(conv, in_place=True)
+
+
+def _score(bottom):
+    """A 1x1 class-score layer, zero-initialised as in FCN's surgery."""
+    return L.Convolution(bottom, param=LEARNED, convolution_param=dict(
+        num_output=NUM_CLASSES, kernel_size=1, pad=0,
+        weight_filler=dict(type="constant", value=0), bias_filler=dict(type="constant", value=0)))
+
+
+def _bilinear_upsample(bottom, factor: int):
+    """Fixed (lr_mult 0) bilinear Deconvolution; weights set by surgery."""
+    return L.Deconvolution(bottom, param=[dict(lr_mult=0)], convolution_param=dict(
+        num_output=NUM_CLASSES, kernel_size=2 * factor, stride=factor, bias_term=False,
+        weight_filler=dict(type="bilinear")))
+
+
+def _fcn8s_body(n: caffe.NetSpec, width_divisor: int = 1) -> None:
+    bottom = n.data
+    for stage, convs, channels in VGG_BLOCKS:
+        for k in range(1, convs + 1):
+            conv, relu = _fcn_conv_relu(bottom, channels // width_divisor,
+                                        pad=100 if (stage, k) == (1, 1) else 1)
+            setattr(n, f"conv{stage}_{k}", conv)
+            setattr(n, f"relu{stage}_{k}", relu)
+            bottom = relu
+        pool = L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+        setattr(n, f"pool{stage}", pool)
+        bottom = pool
+    n.fc6, n.relu6 = _fcn_conv_relu(n.pool5, FC_WIDTH // width_divisor, kernel=7, pad=0)
+    n.drop6 = L.Dropout(n.relu6, dropout_ratio=0.5, in_place=True)
+    n.fc7, n.relu7 = _fcn_conv_relu(n.drop6, FC_WIDTH // width_divisor, kernel=1, pad=0)
+    n.drop7 = L.Dropout(n.relu7, dropout_ratio=0.5, in_place=True)
+    n.score_fr = _score(n.drop7)
+    n.upscore2 = _bilinear_upsample(n.score_fr, 2)
+    n.score_pool4 = _score(n.pool4)
+    n.score_pool4c = L.Crop(n.score_pool4, n.upscore2, crop_param=dict(axis=2, offset=5))
+    n.fuse_pool4 = L.Eltwise(n.upscore2, n.score_pool4c, operation=P.Eltwise.SUM)
+    n.upscore_pool4 = _bilinear_upsample(n.fuse_pool4, 2)
+    n.score_pool3 = _score(n.pool3)
+    n.score_pool3c = L.Crop(n.score_pool3, n.upscore_pool4, crop_param=dict(axis=2, offset=9))
+    n.fuse_pool3 = L.Eltwise(n.upscore_pool4, n.score_pool3c, operation=P.Eltwise.SUM)
+    n.upscore8 = _bilinear_upsample(n.fuse_pool3, 8)
+    n.score = L.Crop(n.upscore8, n.data, crop_param=dict(axis=2, offset=31))
+
+
+def fcn8s_deploy(height: int = 500, width: int = 500,
+                 width_divisor: int = 1) -> caffe.proto.caffe_pb2.NetParameter:
+    """Any input size: reshape ``data`` before forward (tools do). A
+    width_divisor > 1 gives a reduced variant for CPU tests."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, height, width]))
+    _fcn8s_body(n, width_divisor)
+    return n.to_proto()
+
+
+def fcn8s_train_val(train: bool, dataset: str, root: str, split: str,
+                    data: DataFn | None = None) -> caffe.proto.caffe_pb2.NetParameter:
+    n = caffe.NetSpec()
+    if data is None:
+        n.data, n.label = L.Python(ntop=2, python_param=dict(
+            module="python_layers.fcn_data", layer="WholeImageDataLayer",
+            param_str=FCNDataParams(dataset, root, split, shuffle=train, seed=1337).to_param_str()))
+    else:
+        data(n)
+    _fcn8s_body(n)
+    # FCN's loss: summed over pixels, not normalised (hence its tiny base_lr).
+    n.loss = L.SoftmaxWithLoss(n.score, n.label,
+                               loss_param=dict(normalize=False, ignore_label=VOID))
+    return n.to_proto()
+
+
+# --- VGG16 ------------------------------------------------------------------
+
+def vgg16_deploy(size: Size = Size()) -> caffe.proto.caffe_pb2.NetParameter:
+    """VGG_ILSVRC_16_layers' deploy net (layer names of the public model)."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, size.input_size, size.input_size]))
+    bottom = n.data
+    for stage, convs, channels in VGG_BLOCKS:
+        for k in range(1, convs + 1):
+            conv = L.Convolution(bottom, num_output=size.width(channels), kernel_size=3, pad=1)
+            setattr(n, f"conv{stage}_{k}", conv)
+            setattr(n, f"relu{stage}_{k}", L.ReLU(conv, in_place=True))
+            bottom = conv
+        pool = L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=2, stride=2)
+        setattr(n, f"pool{stage}", pool)
+        bottom = pool
+    n.fc6 = L.InnerProduct(bottom, num_output=size.width(FC_WIDTH))
+    n.relu6 = L.ReLU(n.fc6, in_place=True)
+    n.drop6 = L.Dropout(n.fc6, dropout_ratio=0.5, in_place=True)
+    n.fc7 = L.InnerProduct(n.fc6, num_output=size.width(FC_WIDTH))
+    n.relu7 = L.ReLU(n.fc7, in_place=True)
+    n.drop7 = L.Dropout(n.fc7, dropout_ratio=0.5, in_place=True)
+    n.fc8 = L.InnerProduct(n.fc7, num_output=1000)
+    n.prob = L.Softmax(n.fc8)
+    return n.to_proto()

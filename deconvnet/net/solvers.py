@@ -1,0 +1,79 @@
+"""Solver definitions for the two DeconvNet training stages and FCN-8s.
+
+Paths inside are relative to the folder the solvers live in (``prototxt/``),
+from which ``caffe train -solver stage1_solver.prototxt`` is run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from caffe.proto import caffe_pb2
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The paper's optimisation (docs/PAPER.md, section 3) with the authors' steps."""
+
+    max_iter: int
+    stepsize: int
+    base_lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    gamma: float = 0.1
+    batch_size: int = 8   # per forward pass
+    iter_size: int = 8    # 8 x 8 = the paper's mini-batch of 64
+    snapshot: int = 2000  # one snapshot + solverstate is about 1.9 GB
+    test_interval: int = 1000
+    test_iter: int = 50
+    display: int = 20
+
+
+STAGE1 = Schedule(max_iter=20000, stepsize=9000)
+STAGE2 = Schedule(max_iter=40000, stepsize=10000)
+
+
+def deconvnet_solver(train_net: str, test_net: str, snapshot_prefix: str,
+                     schedule: Schedule, gpu: bool = True) -> caffe_pb2.SolverParameter:
+    s = caffe_pb2.SolverParameter()
+    s.train_net = train_net
+    s.test_net.append(test_net)
+    s.test_iter.append(schedule.test_iter)
+    s.test_interval = schedule.test_interval
+    s.test_initialization = False
+    s.base_lr = schedule.base_lr
+    s.lr_policy = "step"
+    s.gamma = schedule.gamma
+    s.stepsize = schedule.stepsize
+    s.max_iter = schedule.max_iter
+    s.momentum = schedule.momentum
+    s.weight_decay = schedule.weight_decay
+    s.iter_size = schedule.iter_size
+    s.display = schedule.display
+    s.average_loss = schedule.display
+    s.snapshot = schedule.snapshot
+    s.snapshot_prefix = snapshot_prefix
+    s.solver_mode = caffe_pb2.SolverParameter.GPU if gpu else caffe_pb2.SolverParameter.CPU
+    return s
+
+
+def fcn8s_solver(train_net: str, test_net: str, snapshot_prefix: str) -> caffe_pb2.SolverParameter:
+    """FCN-8s' released settings: unnormalised loss, so a tiny fixed rate
+    with high momentum."""
+    s = caffe_pb2.SolverParameter()
+    s.train_net = train_net
+    s.test_net.append(test_net)
+    s.test_iter.append(1449)  # VOC 2012 val
+    s.test_interval = 999999999  # scored by tools, not by the solver
+    s.test_initialization = False
+    s.base_lr = 1e-14
+    s.lr_policy = "fixed"
+    s.momentum = 0.99
+    s.weight_decay = 0.0005
+    s.iter_size = 1
+    s.max_iter = 100000
+    s.display = 20
+    s.average_loss = 20
+    s.snapshot = 4000
+    s.snapshot_prefix = snapshot_prefix
+    s.solver_mode = caffe_pb2.SolverParameter.GPU
+    return s

@@ -1,0 +1,6 @@
+"""Stage 3 of the pipeline, training (docs/PAPER.md, section 3): the
+pycaffe trainer of one stage, with validation mIoU, the step and plateau
+learning-rate rules, snapshots and resumption (``trainer``), and plots of
+its logs and of plain ``caffe train`` logs (``plots``).
+
+May import: deconvnet.common, deconvnet.data, deconvnet.net, deconvnet.eval."""

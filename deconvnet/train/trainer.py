@@ -1,0 +1,297 @@
+"""The two-stage training recipe driven through pycaffe (docs/PAPER.md, section 3).
+
+A Trainer runs one stage from a solver file: it validates every N
+iterations on held-out crops (mean IoU from a confusion matrix), applies the
+authors' step schedule or the paper's plateau rule (divide the rate by 10
+when validation mIoU has not improved for ``patience`` validations), keeps
+the best snapshot and the last K, checks free disk before each snapshot,
+resumes from the latest solverstate, shows a progress bar and writes a
+JSON-lines log. The plateau rule changes the solver's base rate in place
+(``lr_policy: fixed``), so the momentum history is untouched, and the
+solverstate keeps it across a re-created solver on resume.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from google.protobuf import text_format
+from tqdm import tqdm
+
+from deconvnet.common.atomic import atomic_path
+from deconvnet.common.cli import option
+from deconvnet.common.constants import NUM_CLASSES
+from deconvnet.common.machine import use_device
+from deconvnet.eval.scoring import confusion, scores
+
+import caffe
+from caffe.proto import caffe_pb2
+
+LOG = logging.getLogger(__name__)
+STATE_FILE = "train_state.json"
+
+
+class DiskFull(Exception):
+    pass
+
+
+@dataclass
+class StageConfig:
+    """One stage's run. The schedule (max_iter, validation and snapshot
+    intervals, validation batches) comes from the solver file; a value set
+    here overrides it. The flags of tools/train.py are generated from these
+    fields."""
+
+    solver: Path = option(cli=False, help="a stage solver file (its paths relative to its folder)")
+    run_dir: Path = option(cli=False, help="snapshots, logs and state of this stage")
+    weights: Path | None = option(None, cli=False, help="initial weights (-weights)")
+    lr_policy: str = option("step", choices=("step", "plateau"),
+                            help="step: the solver's steps; plateau: divide the rate by 10 after "
+                                 "--patience validations without improvement (the paper's rule)")
+    patience: int = option(3, help="plateau: validations without improvement before a cut")
+    val_interval: int | None = option(None, help="iterations between validations, 0 for none "
+                                                 "(default: the solver's test_interval)")
+    val_batches: int | None = option(None, help="batches per validation (default: the solver's test_iter)")
+    snapshot_interval: int | None = option(None, help="iterations between snapshots "
+                                                      "(default: the solver's snapshot)")
+    keep_last: int = option(2, help="snapshots kept besides the best")
+    min_free_bytes: int | None = option(None, cli=False, help="default: twice a snapshot's estimated size")
+    max_iter: int | None = option(None, help="override the solver's max_iter")
+    gpu: int | None = option(None, help="GPU id (default: CPU)")
+    progress: bool = option(True, cli=False)
+
+    def from_solver(self, solver: caffe_pb2.SolverParameter) -> StageConfig:
+        """This config with the schedule the solver file gives where unset."""
+        return replace(
+            self,
+            val_interval=self.val_interval if self.val_interval is not None else solver.test_interval,
+            val_batches=self.val_batches if self.val_batches is not None else
+            (solver.test_iter[0] if solver.test_iter else 0),
+            snapshot_interval=self.snapshot_interval if self.snapshot_interval is not None else solver.snapshot,
+            max_iter=self.max_iter if self.max_iter is not None else solver.max_iter)
+
+
+def read_solver(path: Path) -> caffe_pb2.SolverParameter:
+    param = caffe_pb2.SolverParameter()
+    text_format.Merge(path.read_text(), param)
+    return param
+
+
+def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter]:
+    """The stage's solver, rewritten into the run folder: absolute net paths,
+    snapshots into the run folder, validation and snapshots driven by us."""
+    base = read_solver(config.solver)
+    folder = config.solver.resolve().parent
+    param = caffe_pb2.SolverParameter()
+    param.CopyFrom(base)
+    for field in ("train_net", "net"):
+        if param.HasField(field):
+            setattr(param, field, str((folder / getattr(param, field)).resolve()))
+    nets = [str((folder / n).resolve()) for n in param.test_net]
+    del param.test_net[:]
+    param.test_net.extend(nets)
+    if param.test_net:
+        del param.test_iter[:]
+        param.test_iter.append(1)
+        param.test_interval = 2 ** 31 - 1  # validation is ours
+        param.test_initialization = False
+    param.snapshot = 0                     # snapshots are ours too
+    param.snapshot_prefix = str(config.run_dir.resolve() / "snapshot")
+    if config.max_iter is not None:
+        param.max_iter = config.max_iter
+    if config.lr_policy == "plateau":
+        param.lr_policy = "fixed"
+    elif config.lr_policy != "step":
+        raise ValueError(f"lr policy must be step or plateau, not {config.lr_policy!r}")
+    param.display = 0
+    param.solver_mode = (caffe_pb2.SolverParameter.CPU if config.gpu is None
+                         else caffe_pb2.SolverParameter.GPU)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    path = config.run_dir / "solver.prototxt"
+    path.write_text(str(param))
+    return path, param
+
+
+def snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """(iteration, solverstate) pairs in the run folder, oldest first."""
+    found = []
+    for p in run_dir.glob("snapshot_iter_*.solverstate"):
+        m = re.search(r"_iter_(\d+)\.solverstate$", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def validate(net: caffe.Net, batches: int) -> dict:
+    """mIoU and pixel accuracy of ``net`` over ``batches`` forward passes."""
+    cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for _ in range(batches):
+        net.forward()
+        pred = net.blobs["seg_score"].data.argmax(axis=1)
+        cm += confusion(net.blobs["label"].data[:, 0].astype(np.int64), pred)
+    s = scores(cm, batches)
+    return dict(mean_iou=s.mean_iou, pixel_accuracy=s.pixel_accuracy)
+
+
+class Trainer:
+    def __init__(self, config: StageConfig,
+                 validate_fn: Callable[["Trainer"], dict] | None = None) -> None:
+        self.config = config.from_solver(read_solver(config.solver))
+        self.validate_fn = validate_fn or Trainer.validate_test_net
+        use_device(config.gpu)
+        self.solver_path, self.param = prepare_solver(self.config)
+        self.solver = caffe.get_solver(str(self.solver_path))
+        self.log_path = config.run_dir / "log.jsonl"
+        self.state = dict(lr=self.param.base_lr, best_miou=None, best_iter=None, bad_validations=0,
+                          cuts=[])
+        resumed = self._resume()
+        if not resumed and config.weights is not None:
+            self.solver.net.copy_from(str(config.weights))
+        self.snapshot_bytes = 2 * 4 * sum(p.data.size for ps in self.solver.net.params.values() for p in ps)
+
+    def validate_test_net(self) -> dict:
+        """The solver's test net on held-out crops, with the current weights:
+        Caffe shares them with the test net only inside its own Test()."""
+        net = self.solver.test_nets[0]
+        net.share_with(self.solver.net)
+        return validate(net, self.config.val_batches or 0)
+
+    # --- state ---------------------------------------------------------------
+
+    def _resume(self) -> bool:
+        found = snapshots(self.config.run_dir)
+        state_path = self.config.run_dir / STATE_FILE
+        if not found:
+            return False
+        iteration, path = found[-1]
+        self.solver.restore(str(path))
+        if state_path.exists():
+            self.state.update(json.loads(state_path.read_text()))
+        self.solver.param.base_lr = self.state["lr"]
+        LOG.info("resumed %s at iteration %d (lr %g)", path, iteration, self.state["lr"])
+        self._log(event="resume", iter=iteration, lr=self.state["lr"])
+        return True
+
+    def _save_state(self) -> None:
+        with atomic_path(self.config.run_dir / STATE_FILE) as tmp:
+            tmp.write_text(json.dumps(self.state, indent=1))
+
+    def _log(self, **record) -> None:
+        record["time"] = time.time()
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # --- snapshots -------------------------------------------------------------
+
+    def snapshot(self) -> Path:
+        """Writes caffemodel + solverstate, after checking free disk."""
+        need = self.config.min_free_bytes or 2 * self.snapshot_bytes
+        free = shutil.disk_usage(self.config.run_dir).free
+        if free < need:
+            raise DiskFull(f"only {free / 2**30:.2f} GiB free in {self.config.run_dir}, a snapshot needs "
+                           f"about {need / 2**30:.2f} GiB; free some space and rerun the same command: it resumes "
+                           "from the latest snapshot")
+        self.solver.snapshot()
+        self._save_state()
+        self._prune()
+        return self.config.run_dir / f"snapshot_iter_{self.solver.iter}.caffemodel"
+
+    def _prune(self) -> None:
+        found = snapshots(self.config.run_dir)
+        best = self.state.get("best_iter")
+        # The latest is always kept: it is what a resume starts from.
+        for iteration, state in found[:-max(1, self.config.keep_last)]:
+            if iteration == best:
+                continue
+            state.unlink(missing_ok=True)
+            state.with_suffix(".caffemodel").unlink(missing_ok=True)
+
+    def _mark_best(self, model: Path) -> None:
+        with atomic_path(self.config.run_dir / "best.caffemodel") as tmp:
+            shutil.copyfile(model, tmp)
+
+    # --- the loop ----------------------------------------------------------------
+
+    @property
+    def lr(self) -> float:
+        """The rate the solver applies at its current iteration."""
+        return float(self.solver.lr)
+
+    def run_validation(self) -> dict:
+        result = self.validate_fn(self)
+        it = self.solver.iter
+        miou = result["mean_iou"]
+        self._log(event="val", iter=it, val_miou=miou, val_pixel_accuracy=result.get("pixel_accuracy"))
+        improved = self.state["best_miou"] is None or miou > self.state["best_miou"] + 1e-6
+        if improved:
+            self.state.update(best_miou=miou, best_iter=it, bad_validations=0)
+            self._mark_best(self.snapshot())
+        else:
+            self.state["bad_validations"] += 1
+            if (self.config.lr_policy == "plateau"
+                    and self.state["bad_validations"] >= self.config.patience):
+                self.cut_lr()
+        self._save_state()
+        return result
+
+    def cut_lr(self, factor: float = 0.1) -> None:
+        """The paper's rule: divide the rate by 10. Only the base rate of the
+        live solver changes; its momentum history stays as it is."""
+        old = self.state["lr"]
+        self.state["lr"] = old * factor
+        self.solver.param.base_lr = self.state["lr"]
+        self.state["bad_validations"] = 0
+        self.state["cuts"].append(self.solver.iter)
+        self._log(event="lr_cut", iter=self.solver.iter, old_lr=old, lr=self.state["lr"])
+        LOG.info("validation mIoU has not improved: learning rate %g -> %g", old, self.state["lr"])
+
+    def train(self) -> Path:
+        """Runs to max_iter; returns the final caffemodel."""
+        max_iter = self.param.max_iter
+        start_iter = self.solver.iter
+        bar = tqdm(total=max_iter, initial=start_iter, unit="it", desc=self.config.run_dir.name,
+                   disable=not self.config.progress, dynamic_ncols=True)
+        started = time.time()
+        try:
+            while self.solver.iter < max_iter:
+                self.solver.step(1)
+                it = self.solver.iter
+                loss = float(self.solver.net.blobs["loss"].data)
+                if not np.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss} at iteration {it}; lower the learning rate")
+                rate = (it - start_iter) / max(time.time() - started, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lr:.2g}", ips=f"{rate:.2f}")
+                if it % 10 == 0 or it == max_iter:
+                    self._log(event="train", iter=it, loss=loss, lr=self.lr)
+                if self.config.val_interval and it % self.config.val_interval == 0 and self.solver.test_nets:
+                    result = self.run_validation()
+                    bar.write(f"iteration {it}: validation mIoU {result['mean_iou']:.3f}")
+                if self.config.snapshot_interval and it % self.config.snapshot_interval == 0:
+                    self.snapshot()
+        finally:
+            bar.close()
+        final = self.config.run_dir / f"snapshot_iter_{self.solver.iter}.caffemodel"
+        if not final.exists():
+            final = self.snapshot()
+        self.state["final"] = str(final)
+        self._save_state()
+        self._log(event="done", iter=self.solver.iter)
+        return final
+
+
+def finished_model(run_dir: Path) -> Path | None:
+    """The final caffemodel of a stage that ran to the end, if any."""
+    path = run_dir / STATE_FILE
+    if path.exists():
+        final = json.loads(path.read_text()).get("final")
+        if final and Path(final).exists():
+            return Path(final)
+    return None

@@ -1,0 +1,27 @@
+"""Paths and small helpers the tests share (imported as ``helpers``; the
+fixtures are in conftest.py)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = ROOT / ".venv" / "bin"
+CAFFE_CACHE = Path(os.environ.get("CAFFE_CACHE", ROOT / ".cache" / "caffe"))
+SETUP_HINT = "run scripts/setup.sh first"
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def run_python(code: str, cwd: Path, timeout: float = 120, python: str = sys.executable,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs code in a fresh interpreter: Caffe CHECK failures abort the process."""
+    env = dict(os.environ if env is None else env, GLOG_minloglevel="0", GLOG_logtostderr="1")
+    return subprocess.run([python, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)

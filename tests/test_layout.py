@@ -1,0 +1,96 @@
+"""The library's layout holds: each sub-package imports only the stages
+before it, the library imports no entry points, and the data layers'
+param_str JSON has one owner. Imports are read with ast, not by importing."""
+from __future__ import annotations
+
+import ast
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+
+LIBRARY = ROOT / "deconvnet"
+# What each sub-package may import besides itself (deconvnet/__init__.py).
+ALLOWED = {
+    "common": set(),
+    "data": {"common"},
+    "net": {"common", "data"},
+    "eval": {"common", "data"},
+    "train": {"common", "data", "net", "eval"},
+    "infer": {"common", "data", "net"},
+}
+ENTRY_POINTS = ("tools", "data_prep", "experiments", "tests")
+
+
+def imported_modules(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+            if node.module == "deconvnet":  # from deconvnet import data
+                names += [f"deconvnet.{alias.name}" for alias in node.names]
+    return names
+
+
+def library_modules() -> list[tuple[str, Path]]:
+    """(sub-package, file) for every module under deconvnet/<sub-package>/."""
+    return [(path.relative_to(LIBRARY).parts[0], path) for path in sorted(LIBRARY.glob("*/*.py"))]
+
+
+def test_every_sub_package_is_known_and_documented():
+    found = {p.name for p in LIBRARY.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert found == set(ALLOWED)
+    top = (LIBRARY / "__init__.py").read_text()
+    for package in ALLOWED:
+        docstring = ast.get_docstring(ast.parse((LIBRARY / package / "__init__.py").read_text()))
+        assert docstring and "May import" in docstring, f"deconvnet/{package}/__init__.py"
+        assert f"``{package}``" in top
+    assert not list(LIBRARY.glob("[!_]*.py")), "modules belong in a sub-package"
+
+
+@pytest.mark.parametrize("package,path", library_modules(), ids=lambda v: str(v).split("deconvnet/")[-1])
+def test_imports_run_one_way(package, path):
+    for module in imported_modules(path):
+        parts = module.split(".")
+        assert parts[0] not in ENTRY_POINTS, f"{path} imports the entry point {module}"
+        if parts[0] == "deconvnet" and len(parts) > 1 and parts[1] != package:
+            assert parts[1] in ALLOWED[package], (
+                f"{path.relative_to(ROOT)} imports {module}: deconvnet.{package} may import only "
+                f"{sorted(ALLOWED[package]) or 'nothing of ours'}")
+
+
+def test_checker_catches_a_wrong_import(tmp_path):
+    """The check above can fail: a data module importing train is caught."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from deconvnet.train.trainer import Trainer\nimport tools.demo\n")
+    modules = imported_modules(bad)
+    assert "deconvnet.train.trainer" in modules and "tools.demo" in modules
+    assert "train" not in ALLOWED["data"]
+
+
+def test_no_pointer_outside_the_repository():
+    hits = subprocess.run(["git", "grep", "-n", "SPEC section"], cwd=ROOT, capture_output=True, text=True)
+    assert hits.stdout == "", hits.stdout
+    hits = subprocess.run(["git", "grep", "-n", "shared/SPEC", "--", ".", ":!tests/test_layout.py"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert hits.stdout == "", hits.stdout
+    assert (ROOT / "docs" / "PAPER.md").is_file()
+
+
+def test_param_str_json_has_one_owner():
+    """Outside deconvnet/data/layer_params.py, no library, layer, tool or
+    data_prep module touches json and param_str in the same module."""
+    offenders = []
+    for folder in ("deconvnet", "python_layers", "tools", "data_prep"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.name == "layer_params.py":
+                continue
+            text = path.read_text()
+            uses_json = any(m == "json" for m in imported_modules(path))
+            if uses_json and "param_str" in text:
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
