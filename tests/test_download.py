@@ -148,3 +148,12 @@ def test_cli_with_url_override(server, tmp_path):
     assert result.returncode == 1
     assert "1048576 bytes, expected 1999639040" in result.stderr
     assert not (tmp_path / "downloads" / "VOCtrainval_11-May-2012.tar").exists()
+
+
+def test_models_readme_lists_the_downloaded_weights_with_their_sums():
+    from deconvnet.data.download import ASSETS
+
+    table = (ROOT / "models" / "README.md").read_text()
+    for asset in (a for a in ASSETS.values() if a.kind == "model"):
+        row = next(line for line in table.splitlines() if f"`{asset.filename}`" in line)
+        assert f"tools/download.py {asset.name}" in row and f"sha1 `{asset.sha1}`" in row

@@ -16,12 +16,14 @@ import pytest
 
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.synthetic import SyntheticSpec, write_dataset
-from deconvnet.demo import DemoConfig, write_stage_prototxts
+from deconvnet.net.architecture import Size
+from deconvnet.net.prototxt import write_reduced_stage
 from deconvnet.net.solvers import Schedule
 
 from helpers import ROOT, VENV_BIN, write
 
-TINY = DemoConfig(input_size=32, width_divisor=16, stored_size=40, batch=2)
+TINY = Size(input_size=32, width_divisor=16)
+TINY_STORED = 40
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,10 @@ def tiny(tmp_path_factory):
         for split, image_set in (("train", "union-minus-voc-val"), ("test", "voc:val")):
             dbs[(stage, split)] = root / "lmdb" / f"stage{stage}_{split}"
             build(BuildConfig(stage=stage, out=dbs[(stage, split)], voc_root=voc, sbd_root=sbd,
-                              image_set=image_set, stored_size=TINY.stored_size, balance=split == "train",
+                              image_set=image_set, stored_size=TINY_STORED, balance=split == "train",
                               proposal_cache=root / "proposals", max_proposals=300))
-    solvers = {stage: write_stage_prototxts(root / "prototxt", stage, dbs[(stage, "train")], dbs[(stage, "test")],
-                                            TINY, Schedule(max_iter=6, stepsize=4, iter_size=1, batch_size=2))
+    solvers = {stage: write_reduced_stage(root / "prototxt", stage, dbs[(stage, "train")], dbs[(stage, "test")],
+                                          TINY, Schedule(max_iter=6, stepsize=4, iter_size=1, batch_size=2))
                for stage in (1, 2)}
     return dict(root=root, dbs=dbs, solvers=solvers)
 
@@ -179,7 +181,7 @@ def test_plain_caffe_train_and_resume(caffe, tiny, tmp_path):
     from deconvnet.net import nets
 
     folder = tiny["solvers"][1].parent
-    deploy = write(tmp_path / "deploy.prototxt", str(nets.deconvnet_deploy(size=TINY.size)))
+    deploy = write(tmp_path / "deploy.prototxt", str(nets.deconvnet_deploy(size=TINY)))
     init = caffe.Net(str(deploy), caffe.TEST)
     init.params["conv1_1"][0].data[...] = 0.5
     init.save(str(tmp_path / "init.caffemodel"))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from deconvnet.common.cli import ROOT, setup_logging
+from deconvnet.common.cli import PROTOTXT, setup_logging
 from deconvnet.common.machine import use_device
 from deconvnet.data.layer_params import SegDataParams
 from deconvnet.net.bn_stats import write_statistics
@@ -38,7 +38,7 @@ def with_source(model: Path, source: Path, folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", type=Path, default=ROOT / "prototxt" / "deconvnet_stage2_train.prototxt")
+    parser.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_stage2_train.prototxt")
     parser.add_argument("--weights", type=Path, required=True, help="the trained caffemodel")
     parser.add_argument("--out", type=Path, required=True, help="the inference caffemodel to write")
     parser.add_argument("--batches", type=int, default=500)

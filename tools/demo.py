@@ -36,7 +36,8 @@ from deconvnet.infer.pipeline import Pipeline
 from deconvnet.net import nets
 from deconvnet.net.architecture import Size
 from deconvnet.net.bn_stats import write_statistics
-from deconvnet.net.solvers import Schedule, deconvnet_solver
+from deconvnet.net.prototxt import write_reduced_stage
+from deconvnet.net.solvers import Schedule
 from deconvnet.net.surgery import build_init_model
 from deconvnet.train.plots import parse_jsonl, plot
 from deconvnet.train.trainer import StageConfig, Trainer, validate
@@ -51,15 +52,15 @@ class DemoConfig:
     images: int = option(160, help="synthetic images")
     input_size: int = option(64, help="the reduced net's input (and crop) side")
     width_divisor: int = option(8, help="the reduced net's channel divisor")
-    stored_size: int = option(72, help="crops are stored at this side, cropped to --input-size")
+    stored_size: int = option(72, help="crops are stored at this side, cropped to --input-size")  # 8 px of jitter
+    seed: int = option(0, help="seed of data, weights and training")
     stage1_iters: int = option(1000, help="stage-1 iterations")
     stage2_iters: int = option(1500, help="stage-2 iterations")
-    batch: int = option(8, help="examples per iteration")
+    batch: int = option(8, help="examples per iteration")  # no iter_size: one pass per iteration
     val_interval: int = option(200, help="iterations between validations")
     val_batches: int = option(10, help="batches per validation")
     bn_batches: int = option(50, help="batches of the BatchNorm statistics")
     overlays: int = option(6, help="val images drawn as overlays")
-    seed: int = option(0, help="seed of data, weights and training")
 
     @property
     def size(self) -> Size:
@@ -68,23 +69,6 @@ class DemoConfig:
 
 QUICK = DemoConfig(images=24, stage1_iters=40, stage2_iters=40, val_interval=20, val_batches=2,
                    bn_batches=4, overlays=2)
-
-
-def write_stage_prototxts(folder: Path, stage: int, train_db: Path, test_db: Path, config: DemoConfig,
-                          schedule: Schedule) -> Path:
-    """Reduced train/test nets and a CPU solver for one stage; returns the solver."""
-    folder.mkdir(parents=True, exist_ok=True)
-    size = config.size
-    for split, train, db in (("train", True, train_db), ("test", False, test_db)):
-        # One prefetching worker: the demo's two cores are shared with the solver.
-        net = nets.deconvnet_train_test(train, str(db.resolve()), config.batch, size, workers=1)
-        (folder / f"stage{stage}_{split}.prototxt").write_text(str(net))
-    solver = deconvnet_solver(f"stage{stage}_train.prototxt", f"stage{stage}_test.prototxt",
-                              f"snapshots/stage{stage}", schedule, gpu=False)
-    (folder / "snapshots").mkdir(exist_ok=True)
-    path = folder / f"stage{stage}_solver.prototxt"
-    path.write_text(str(solver))
-    return path
 
 
 def random_vgg16(size: Size, folder: Path, seed: int) -> tuple[Path, Path]:
@@ -149,8 +133,8 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
         t0 = time.time()
         schedule = Schedule(max_iter=iters, stepsize=max(1, int(iters * 0.7)), iter_size=1,
                             batch_size=config.batch, snapshot=iters, test_interval=config.val_interval)
-        solvers[stage] = write_stage_prototxts(out / "prototxt", stage, dbs[f"stage{stage}_train"],
-                                               dbs[f"stage{stage}_test"], config, schedule)
+        solvers[stage] = write_reduced_stage(out / "prototxt", stage, dbs[f"stage{stage}_train"],
+                                             dbs[f"stage{stage}_test"], config.size, schedule)
         trainer = Trainer(StageConfig(solver=solvers[stage], run_dir=out / "runs" / f"stage{stage}",
                                       weights=weights, val_interval=config.val_interval,
                                       val_batches=config.val_batches, snapshot_interval=0, keep_last=1,

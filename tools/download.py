@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.common.cli import ROOT, setup_logging
+from deconvnet.common.cli import MODELS, ROOT, setup_logging
 from deconvnet.data.download import ASSETS, DownloadError, download, extract
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("assets", nargs="*", default=["all"], help=f"{', '.join(ASSETS)} or all (default)")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="archives and datasets (default data/)")
-    parser.add_argument("--models", type=Path, default=ROOT / "models", help="weights (default models/)")
+    parser.add_argument("--models", type=Path, default=MODELS, help="weights (default models/)")
     parser.add_argument("--url", action="append", default=[], metavar="NAME=URL",
                         help="another address for an asset (repeatable)")
     parser.add_argument("--extract", action="store_true", help="unpack the dataset archives")

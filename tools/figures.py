@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconvnet.common.cli import ROOT, setup_logging
+from deconvnet.common.cli import PROTOTXT, setup_logging
 from deconvnet.common.machine import use_device
 from deconvnet.data.proposals import EdgeBoxParams, edge_boxes
 from deconvnet.data.voc import DatasetError, read_image
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("figure", choices=("fig4", "fig5", "fig6"))
     parser.add_argument("image", type=Path)
     parser.add_argument("--weights", type=Path, required=True, help="DeconvNet caffemodel")
-    parser.add_argument("--model", type=Path, default=ROOT / "prototxt" / "deconvnet_deploy.prototxt")
+    parser.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_deploy.prototxt")
     parser.add_argument("--out", type=Path, help="PNG to write (default: <figure>_<image>.png)")
     parser.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
                         help="fig4: the proposal to show")

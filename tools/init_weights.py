@@ -17,13 +17,13 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.common.cli import ROOT, setup_logging
+from deconvnet.common.cli import MODELS, PROTOTXT, setup_logging
 from deconvnet.net.surgery import SurgeryError, build_init_model
 
-DEFAULT_TARGET = {"deconvnet": ROOT / "prototxt" / "deconvnet_deploy.prototxt",
-                  "fcn8s": ROOT / "prototxt" / "fcn8s_deploy.prototxt"}
-DEFAULT_OUT = {"deconvnet": ROOT / "models" / "deconvnet_init_vgg16.caffemodel",
-               "fcn8s": ROOT / "models" / "fcn8s_init_vgg16.caffemodel"}
+DEFAULT_TARGET = {"deconvnet": PROTOTXT / "deconvnet_deploy.prototxt",
+                  "fcn8s": PROTOTXT / "fcn8s_deploy.prototxt"}
+DEFAULT_OUT = {"deconvnet": MODELS / "deconvnet_init_vgg16.caffemodel",
+               "fcn8s": MODELS / "fcn8s_init_vgg16.caffemodel"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("net", choices=sorted(DEFAULT_TARGET), help="which net to initialise")
     parser.add_argument("--vgg-model", type=Path,
-                        default=ROOT / "models" / "VGG_ILSVRC_16_layers.caffemodel",
+                        default=MODELS / "VGG_ILSVRC_16_layers.caffemodel",
                         help="VGG16 weights (default: models/VGG_ILSVRC_16_layers.caffemodel)")
-    parser.add_argument("--vgg-prototxt", type=Path, default=ROOT / "prototxt" / "vgg16_deploy.prototxt",
+    parser.add_argument("--vgg-prototxt", type=Path, default=PROTOTXT / "vgg16_deploy.prototxt",
                         help="VGG16 deploy net (default: prototxt/vgg16_deploy.prototxt)")
     parser.add_argument("--target", type=Path, help="the net to initialise (default: its deploy prototxt)")
     parser.add_argument("--out", type=Path, help="output caffemodel (default: models/<net>_init_vgg16.caffemodel)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from deconvnet.common.atomic import atomic_path
 from deconvnet.net import nets, solvers
+from deconvnet.net.architecture import Size
 
 LOG = logging.getLogger(__name__)
 
@@ -70,3 +71,21 @@ def stale_files(folder: Path) -> list[str]:
     """Names whose committed contents differ from the generator's."""
     return [name for name, text in generate().items()
             if not (folder / name).exists() or (folder / name).read_text() != text]
+
+
+def write_reduced_stage(folder: Path, stage: int, train_db: Path, test_db: Path, size: Size,
+                        schedule: solvers.Schedule) -> Path:
+    """Train/test nets of a reduced size reading ``train_db`` and ``test_db``
+    (batches of ``schedule.batch_size``) and a CPU solver for one stage, for
+    the demo and tests; returns the solver's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, train, db in (("train", True, train_db), ("test", False, test_db)):
+        # One prefetching worker: on a small machine the cores are shared with the solver.
+        net = nets.deconvnet_train_test(train, str(db.resolve()), schedule.batch_size, size, workers=1)
+        (folder / f"stage{stage}_{split}.prototxt").write_text(str(net))
+    solver = solvers.deconvnet_solver(f"stage{stage}_train.prototxt", f"stage{stage}_test.prototxt",
+                                      f"snapshots/stage{stage}", schedule, gpu=False)
+    (folder / "snapshots").mkdir(exist_ok=True)
+    path = folder / f"stage{stage}_solver.prototxt"
+    path.write_text(str(solver))
+    return path
