@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the built-in synthetic dataset: VOC 2012 layout plus SBD .mat files
-for part of it (see deconvnet/synthetic.py). Deterministic for a seed."""
+for part of it (see deconvnet/data/synthetic.py). Deterministic for a seed."""
 from __future__ import annotations
 
 import argparse

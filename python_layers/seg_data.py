@@ -1,4 +1,4 @@
-"""SegDataLayer: feeds a crop database (deconvnet/crop_db.py) to Caffe.
+"""SegDataLayer: feeds a crop database (deconvnet/data/crop_db.py) to Caffe.
 
 ``param_str`` is the JSON of ``deconvnet.data.layer_params.SegDataParams``
 (keys and defaults there; docs/DATASETS.md lists them): ``source`` (the

@@ -7,9 +7,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT
 
 
+@pytest.mark.slow
 def test_quick_demo(tmp_path):
     out = tmp_path / "run"
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--quick", "--out", str(out)],

@@ -181,6 +181,7 @@ def full_size_forward_backward(caffe, tmp_path, batch: int, seed: int):
     return net, loss
 
 
+@pytest.mark.slow
 def test_full_size_train_net_forward_backward(caffe, tmp_path):
     net, loss = full_size_forward_backward(caffe, tmp_path, batch=1, seed=0)
     assert np.isfinite(loss) and loss > 0
@@ -193,6 +194,7 @@ def test_full_size_train_net_forward_backward(caffe, tmp_path):
     assert np.abs(net.params["deconv1_2"][0].diff).sum() == 0
 
 
+@pytest.mark.slow
 def test_full_size_train_net_gradient_reaches_conv1_1(caffe, tmp_path):
     net, loss = full_size_forward_backward(caffe, tmp_path, batch=2, seed=1)
     assert np.isfinite(loss)

@@ -53,6 +53,7 @@ def reduced(caffe, tmp_path_factory):
     return dict(folder=folder, vgg_proto=vgg_proto, target=target, model=model, weights=weights)
 
 
+@pytest.mark.slow
 def test_deconvnet_init_round_trip(caffe, full_vgg, tmp_path):
     model, vgg = full_vgg
     out = tmp_path / "deconvnet_init.caffemodel"
@@ -97,6 +98,7 @@ def test_fc6_as_convolution_computes_the_inner_product(caffe, reduced):
                                vgg.blobs["fc6"].data, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_fcn8s_init(caffe, full_vgg, tmp_path):
     model, vgg = full_vgg
     out = tmp_path / "fcn8s_init.caffemodel"

@@ -97,4 +97,4 @@ layer {{ name: "data" type: "Python" top: "data" top: "label"
 """)
     result = run_python("import caffe; caffe.Net('net.prototxt', caffe.TRAIN)", cwd=tmp_path)
     assert result.returncode != 0
-    assert "unknown param_str key(s) ['bogus']" in result.stderr
+    assert "unknown param_str key 'bogus'" in result.stderr

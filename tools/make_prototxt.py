@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes every network and solver under prototxt/ from deconvnet/nets.py and
-deconvnet/solvers.py. With --check, writes nothing and exits 1 if a committed
+"""Writes every network and solver under prototxt/ from deconvnet/net/nets.py and
+deconvnet/net/solvers.py. With --check, writes nothing and exits 1 if a committed
 file differs from what the generator produces."""
 from __future__ import annotations
 

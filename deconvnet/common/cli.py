@@ -100,7 +100,7 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
                 parser.add_argument(_flag(f, prefix), dest=dest, action="store_true",
                                     default=None if overrides else False, help=text)
             continue
-        required = default is MISSING
+        required = default is MISSING and not overrides
         parser.add_argument(_flag(f, prefix), dest=dest, type=kind, required=required,
                             choices=f.metadata.get("choices"),
                             default=None if overrides or required else default,

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: forward/backward of the full DeconvNet with `caffe time`, against
-the same architecture in PyTorch (deconvnet/torch_reference.py), in one run
+the same architecture in PyTorch (deconvnet/net/torch_reference.py), in one run
 on the CPU. Each side runs in its own process so that its peak memory (max
 RSS) is its own. Prints a Markdown table for docs/BENCHMARKS.md.
 
