@@ -199,6 +199,20 @@ else
   cmake_flags+=(-DCPU_ONLY=ON)
 fi
 
+if [ "$variant" = cuda ]; then
+  # FindCUDA links against the unversioned names; at run time the loader
+  # looks for the sonames in the rpath, which records this folder. Made on
+  # every run, so a cached build finds its libraries too.
+  # cuBLAS loads cuBLASLt from beside it, so every library of those wheel
+  # folders gets a link.
+  mkdir -p "$cache/cuda-links"
+  for so in "$(dirname "$cublas_so")"/lib*.so.* "$(dirname "$curand_so")"/lib*.so.*; do
+    ln -sfn "$so" "$cache/cuda-links/$(basename "$so")"
+  done
+  ln -sfn "$cublas_so" "$cache/cuda-links/libcublas.so"
+  ln -sfn "$curand_so" "$cache/cuda-links/libcurand.so"
+fi
+
 # --- the cache key ---------------------------------------------------------
 
 key=$( {
@@ -226,11 +240,6 @@ for p in "$ENGINE_DIR"/patches/*.patch; do
     || die "patch $(basename "$p") does not apply to $source_path; the patches target caffe $CAFFE_DEB_VERSION (upstream 9b89154)"
 done
 cp -r "$ENGINE_DIR/overlay/." "$work/src/"
-if [ "$variant" = cuda ]; then
-  mkdir -p "$cache/cuda-links"
-  ln -sfn "$cublas_so" "$cache/cuda-links/libcublas.so"
-  ln -sfn "$curand_so" "$cache/cuda-links/libcurand.so"
-fi
 
 cmake -S "$work/src" -B "$work/build" -DCMAKE_INSTALL_PREFIX="$work/install" \
   "${cmake_flags[@]}" > "$work/configure.log" 2>&1 \
@@ -250,6 +259,7 @@ cp "$work/build/test/test.testbin" "$work/install/bin/"
 touch "$work/.complete"
 ln -sfn "$(basename "$work")" "$cache/$variant"
 # Older builds of this variant are superseded.
-find "$cache" -mindepth 1 -maxdepth 1 -type d -name "$variant-*" ! -name "$(basename "$work")" -exec rm -rf {} +
+find "$cache" -mindepth 1 -maxdepth 1 -type d -name "$variant-*" ! -name "$(basename "$work")" \
+  ! -name cuda-links -exec rm -rf {} +
 log "done: $work/install"
 echo "$work/install"
