@@ -32,7 +32,7 @@ def setup(caffe, tmp_path_factory):
         if name.endswith("_bn"):  # identity statistics
             params[0].data[...], params[1].data[...], params[2].data[...] = 0, 1, 1
     net.save(str(root / "deconvnet.caffemodel"))
-    fcn = write(root / "fcn.prototxt", str(nets.fcn8s_deploy(width_divisor=8)))
+    fcn = write(root / "fcn.prototxt", str(nets.fcn8s_deploy(nets.Size(500, 8))))
     fnet = caffe.Net(str(fcn), caffe.TEST)
     rng = np.random.default_rng(0)
     for params in fnet.params.values():

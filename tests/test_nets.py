@@ -266,3 +266,14 @@ def test_forward_macs_counts_the_caffe_net(deploy):
             continue
         total += deploy.params[name][0].data.size * int(spatial)
     assert forward_macs() == total
+
+
+def test_size_rules():
+    """Any positive input for FCN-8s; DeconvNet needs a multiple of 32."""
+    from deconvnet.net import nets
+
+    assert nets.fcn8s_deploy(nets.Size(100, 8)).layer[0].input_param.shape[0].dim == [1, 3, 100, 100]
+    with pytest.raises(ValueError, match="multiple of 32"):
+        nets.deconvnet_deploy(size=nets.Size(100, 8))
+    with pytest.raises(ValueError, match="divide 64"):
+        nets.Size(64, 3)

@@ -16,14 +16,17 @@ FC_WIDTH = 4096
 
 @dataclass(frozen=True)
 class Size:
-    """Input side and channel divisor: Size() is the paper's network."""
+    """Input side and channel divisor of every generated net: Size() is the
+    paper's DeconvNet, Size(64, 8) a reduced one for CPU demos and tests.
+    DeconvNet needs a multiple of 32 (its fc6 kernel is the pool5 side);
+    FCN-8s takes any input, and its deploy net starts at FCN_DEPLOY_SIZE."""
 
     input_size: int = 224
     width_divisor: int = 1
 
     def __post_init__(self) -> None:
-        if self.input_size % 32 or self.input_size <= 0:
-            raise ValueError(f"input_size must be a positive multiple of 32, got {self.input_size}")
+        if self.input_size <= 0:
+            raise ValueError(f"input_size must be positive, got {self.input_size}")
         if self.width_divisor < 1 or 64 % self.width_divisor:
             raise ValueError(f"width_divisor must divide 64, got {self.width_divisor}")
 
@@ -32,7 +35,13 @@ class Size:
 
     @property
     def fc6_kernel(self) -> int:
+        if self.input_size % 32:
+            raise ValueError(f"DeconvNet's input_size must be a multiple of 32, got {self.input_size}")
         return self.input_size // 32
+
+
+# FCN-8s reshapes to each image; its deploy net is written for 500x500.
+FCN_DEPLOY_SIZE = Size(500)
 
 
 def forward_macs(size: Size = Size()) -> int:

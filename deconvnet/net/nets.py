@@ -2,9 +2,8 @@
 FCN-8s (the public VGG16 PASCAL layout) and VGG16 (for weight surgery).
 
 Every function returns a NetParameter; ``deconvnet.net.prototxt`` writes them
-under ``prototxt/``. Widths may be divided by ``width_divisor`` and the input
-size changed (a multiple of 32) for the reduced variants used by demos and
-tests; the defaults are the paper's.
+under ``prototxt/``. Each takes a ``Size`` (input side, channel divisor) for
+the reduced variants used by demos and tests; the defaults are the paper's.
 """
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Any, Callable
 
 from deconvnet.common.constants import NUM_CLASSES, VOID
 from deconvnet.data.layer_params import FCNDataParams, SegDataParams
-from deconvnet.net.architecture import DECODER_BLOCKS, FC_WIDTH, VGG_BLOCKS, Size
+from deconvnet.net.architecture import DECODER_BLOCKS, FC_WIDTH, FCN_DEPLOY_SIZE, VGG_BLOCKS, Size
 
 import caffe
 from caffe import layers as L
@@ -141,11 +140,11 @@ def _bilinear_upsample(bottom, factor: int):
         weight_filler=dict(type="bilinear")))
 
 
-def _fcn8s_body(n: caffe.NetSpec, width_divisor: int = 1) -> None:
+def _fcn8s_body(n: caffe.NetSpec, size: Size = FCN_DEPLOY_SIZE) -> None:
     bottom = n.data
     for stage, convs, channels in VGG_BLOCKS:
         for k in range(1, convs + 1):
-            conv, relu = _fcn_conv_relu(bottom, channels // width_divisor,
+            conv, relu = _fcn_conv_relu(bottom, size.width(channels),
                                         pad=100 if (stage, k) == (1, 1) else 1)
             setattr(n, f"conv{stage}_{k}", conv)
             setattr(n, f"relu{stage}_{k}", relu)
@@ -153,9 +152,9 @@ def _fcn8s_body(n: caffe.NetSpec, width_divisor: int = 1) -> None:
         pool = L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=2, stride=2)
         setattr(n, f"pool{stage}", pool)
         bottom = pool
-    n.fc6, n.relu6 = _fcn_conv_relu(n.pool5, FC_WIDTH // width_divisor, kernel=7, pad=0)
+    n.fc6, n.relu6 = _fcn_conv_relu(n.pool5, size.width(FC_WIDTH), kernel=7, pad=0)
     n.drop6 = L.Dropout(n.relu6, dropout_ratio=0.5, in_place=True)
-    n.fc7, n.relu7 = _fcn_conv_relu(n.drop6, FC_WIDTH // width_divisor, kernel=1, pad=0)
+    n.fc7, n.relu7 = _fcn_conv_relu(n.drop6, size.width(FC_WIDTH), kernel=1, pad=0)
     n.drop7 = L.Dropout(n.relu7, dropout_ratio=0.5, in_place=True)
     n.score_fr = _score(n.drop7)
     n.upscore2 = _bilinear_upsample(n.score_fr, 2)
@@ -170,13 +169,12 @@ def _fcn8s_body(n: caffe.NetSpec, width_divisor: int = 1) -> None:
     n.score = L.Crop(n.upscore8, n.data, crop_param=dict(axis=2, offset=31))
 
 
-def fcn8s_deploy(height: int = 500, width: int = 500,
-                 width_divisor: int = 1) -> caffe.proto.caffe_pb2.NetParameter:
+def fcn8s_deploy(size: Size = FCN_DEPLOY_SIZE) -> caffe.proto.caffe_pb2.NetParameter:
     """Any input size: reshape ``data`` before forward (tools do). A
     width_divisor > 1 gives a reduced variant for CPU tests."""
     n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[1, 3, height, width]))
-    _fcn8s_body(n, width_divisor)
+    n.data = L.Input(shape=dict(dim=[1, 3, size.input_size, size.input_size]))
+    _fcn8s_body(n, size)
     return n.to_proto()
 
 
