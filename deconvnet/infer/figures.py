@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from deconvnet.common.constants import CLASSES, MEAN_BGR  # noqa: E402
-from deconvnet.data.voc import colorize  # noqa: E402
+from deconvnet.common.constants import CLASSES, MEAN_BGR
+from deconvnet.data.voc import colorize
 from deconvnet.infer.aggregation import (
     paste_and_aggregate,
     progressive_aggregation,
@@ -36,7 +33,6 @@ def _rgb(image_bgr: np.ndarray) -> np.ndarray:
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -46,7 +42,8 @@ def figure6(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, path: P
     crops, enlarged = proposal_batch(image, boxes, model.size)
     maps = model.scores(crops)
     steps = progressive_aggregation(maps, enlarged, image.shape, counts, mode)
-    fig, axes = plt.subplots(1, len(steps) + 1, figsize=(3 * (len(steps) + 1), 3))
+    fig = Figure(figsize=(3 * (len(steps) + 1), 3))
+    axes = fig.subplots(1, len(steps) + 1)
     axes[0].imshow(_rgb(image))
     axes[0].set_title("input")
     for ax, (n, agg) in zip(axes[1:], steps.items(), strict=True):
@@ -69,7 +66,8 @@ def figure4(model: DeconvNetModel, image: np.ndarray, box: np.ndarray, path: Pat
     names = decoder_blobs(model.net)
     cols = 6
     rows = int(np.ceil((len(names) + 1) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows))
+    fig = Figure(figsize=(2.2 * cols, 2.4 * rows))
+    axes = fig.subplots(rows, cols)
     axes = axes.ravel()
     crop = crops[0].transpose(1, 2, 0) + np.asarray(MEAN_BGR)
     axes[0].imshow(np.clip(crop, 0, 255).astype(np.uint8)[:, :, ::-1])
@@ -91,7 +89,8 @@ def figure5(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, path: P
     crops, enlarged = proposal_batch(image, boxes, model.size)
     probs = softmax(paste_and_aggregate(model.scores(crops), enlarged, image.shape, mode))
     classes = np.argsort(-probs.reshape(len(probs), -1).max(1))[:top]
-    fig, axes = plt.subplots(1, len(classes) + 1, figsize=(3 * (len(classes) + 1), 3))
+    fig = Figure(figsize=(3 * (len(classes) + 1), 3))
+    axes = fig.subplots(1, len(classes) + 1)
     axes[0].imshow(_rgb(image))
     axes[0].set_title("input")
     for ax, c in zip(axes[1:], classes, strict=True):

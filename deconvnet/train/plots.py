@@ -5,10 +5,7 @@ import json
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 Series = dict[str, list[tuple[int, float]]]
 
@@ -58,7 +55,8 @@ def plot(logs: dict[str, Series], out_dir: Path) -> list[Path]:
     names = sorted({k for series in logs.values() for k, v in series.items() if v})
     written = []
     for name in names:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig = Figure(figsize=(6, 3.5))
+        ax = fig.subplots()
         for label, series in logs.items():
             points = series.get(name) or []
             if points:
@@ -73,6 +71,5 @@ def plot(logs: dict[str, Series], out_dir: Path) -> list[Path]:
         fig.tight_layout()
         path = out_dir / f"{name}.png"
         fig.savefig(path, dpi=100)
-        plt.close(fig)
         written.append(path)
     return written
