@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,16 @@ def test_param_str_json_has_one_owner():
                     and "json" in imported_modules(path):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+ENTRY_SCRIPTS = sorted(p.relative_to(ROOT) for folder in ("tools", "tools/benchmarks", "data_prep")
+                       for p in (ROOT / folder).glob("*.py"))
+
+
+@pytest.mark.parametrize("script", ENTRY_SCRIPTS, ids=str)
+def test_every_entry_point_answers_help(script):
+    """Each tool imports what it needs from the new layout and documents itself."""
+    shown = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+                           timeout=120, cwd="/")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.startswith("usage:") and len(shown.stdout.splitlines()) > 3
