@@ -53,12 +53,18 @@ def reduced(caffe, tmp_path_factory):
     return dict(folder=folder, vgg_proto=vgg_proto, target=target, model=model, weights=weights)
 
 
+def initialised(net: str, vgg_model, folder):
+    """tools/init_weights.py NET on the given VGG16: the written caffemodel."""
+    out = folder / f"{net}_init.caffemodel"
+    result = run_tool(net, "--vgg-model", vgg_model, "--out", out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
 @pytest.mark.slow
 def test_deconvnet_init_round_trip(caffe, full_vgg, tmp_path):
     model, vgg = full_vgg
-    out = tmp_path / "deconvnet_init.caffemodel"
-    result = run_tool("deconvnet", "--vgg-model", model, "--out", out)
-    assert result.returncode == 0, result.stderr[-2000:]
+    out = initialised("deconvnet", model, tmp_path)
     # A float32 DeconvNet is about 961 MiB.
     assert 955 < out.stat().st_size / 2**20 < 970
     net = caffe.Net(str(PROTOTXT / "deconvnet_deploy.prototxt"), str(out), caffe.TEST)
@@ -101,10 +107,7 @@ def test_fc6_as_convolution_computes_the_inner_product(caffe, reduced):
 @pytest.mark.slow
 def test_fcn8s_init(caffe, full_vgg, tmp_path):
     model, vgg = full_vgg
-    out = tmp_path / "fcn8s_init.caffemodel"
-    result = run_tool("fcn8s", "--vgg-model", model, "--out", out)
-    assert result.returncode == 0, result.stderr[-2000:]
-    net = caffe.Net(str(PROTOTXT / "fcn8s_deploy.prototxt"), str(out), caffe.TEST)
+    net = caffe.Net(str(PROTOTXT / "fcn8s_deploy.prototxt"), str(initialised("fcn8s", model, tmp_path)), caffe.TEST)
     np.testing.assert_array_equal(net.params["conv3_2"][0].data, vgg["conv3_2"][0])
     np.testing.assert_array_equal(net.params["fc6"][0].data.reshape(4096, -1), vgg["fc6"][0])
     # 4x4 bilinear upsampling by 2: the outer product of [1, 3, 3, 1] / 4,
