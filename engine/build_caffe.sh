@@ -10,9 +10,11 @@
 #                  pinned Debian source package (also: CAFFE_SOURCE=PATH)
 #   --jobs N       parallel compile jobs (default: nproc)
 #   --cuda-libs D  a folder holding the nvidia-* wheels (CUDA variant;
-#                  also: CAFFE_CUDA_LIBS=D)
+#                  also: CAFFE_CUDA_LIBS=D); its nvidia/cu13 is the CUDA
+#                  toolkit unless CUDA_HOME names another
 # Environment: CAFFE_CACHE (default: <repo>/.cache/caffe), CAFFE_APT_MIRROR
-# (a Debian mirror URI; default: the one this machine's apt uses).
+# (a Debian mirror URI; default: the one this machine's apt uses), CUDA_HOME
+# (a CUDA toolkit to build with instead of the pinned wheels').
 # On success prints the install prefix as the last line of stdout.
 set -euo pipefail
 
@@ -158,6 +160,9 @@ cmake_flags=(
 if [ "$variant" = cuda ]; then
   [ -n "$cuda_libs" ] || die "--cuda needs --cuda-libs <folder with the nvidia-* wheels of CAFFE_CUDA_WHEELS in engine/pins.sh>"
   nv="$cuda_libs/nvidia"
+  toolkit="${CUDA_HOME:-$nv/cu13}"
+  [ -x "$toolkit/bin/nvcc" ] || die "no nvcc in $toolkit/bin: install the toolkit wheels (scripts/setup.sh --cuda) or set CUDA_HOME to a CUDA 13 toolkit"
+  log "CUDA toolkit: $toolkit ($("$toolkit/bin/nvcc" --version | grep -o 'release [0-9.]*'))"
   find_one() {  # find_one NAME: first file called NAME under the nvidia wheels
     local hit; hit=$(find "$nv" -name "$1" -print -quit 2>/dev/null)
     [ -n "$hit" ] || die "'$1' not found under $nv; install the CUDA wheels (scripts/setup.sh --cuda)"
@@ -180,7 +185,7 @@ if [ "$variant" = cuda ]; then
     -DUSE_NCCL=ON
     -DNCCL_INCLUDE_DIR="$(dirname "$nccl_h")"
     -DNCCL_LIBRARIES="$nccl_so"
-    -DCUDA_TOOLKIT_ROOT_DIR="${CUDA_HOME:-/usr/local/cuda}"
+    -DCUDA_TOOLKIT_ROOT_DIR="$toolkit"
     # The defaults include compute_20, which nvcc 13 rejects.
     -DCUDA_ARCH_NAME=Manual
     -DCUDA_ARCH_BIN="$CAFFE_CUDA_ARCH_BIN"
@@ -244,6 +249,13 @@ cp -r "$ENGINE_DIR/overlay/." "$work/src/"
 cmake -S "$work/src" -B "$work/build" -DCMAKE_INSTALL_PREFIX="$work/install" \
   "${cmake_flags[@]}" > "$work/configure.log" 2>&1 \
   || { tail -n 40 "$work/configure.log" >&2; die "cmake configure failed; full log: $work/configure.log"; }
+if [ "$variant" = cuda ]; then
+  # Caffe's CMake quietly builds a CPU-only library when it finds no CUDA.
+  for found in "CUDA detected" "Found cuDNN" "Found NCCL"; do
+    grep -q "$found" "$work/configure.log" \
+      || die "CMake did not report '$found' for the CUDA variant (toolkit $toolkit); see $work/configure.log"
+  done
+fi
 log "configured; compiling with $jobs jobs (log: $work/build.log)"
 targets=(caffe pycaffe caffe.bin test.testbin upgrade_net_proto_text)
 if ! cmake --build "$work/build" -j "$jobs" --target "${targets[@]}" > "$work/build.log" 2>&1; then

@@ -16,3 +16,7 @@ CAFFE_CUDA_ARCH_PTX="90"
 # cuBLAS, cuRAND, cuDNN and NCCL come from PyPI wheels matching nvcc 13.0;
 # cuobjdump (to list the compiled architectures) is the oldest 13.x on PyPI.
 CAFFE_CUDA_WHEELS="nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cudnn-cu13==9.13.0.50 nvidia-nccl-cu13==2.27.7 nvidia-cuda-cuobjdump==13.2.51"
+# The CUDA 13.0 toolkit itself (nvcc, the runtime, CCCL, CRT, NVVM), so that
+# no system CUDA is needed; they install into nvidia/cu13 beside cuBLAS.
+# CUDA_HOME=/path builds with another toolkit instead.
+CAFFE_CUDA_TOOLKIT_WHEELS="nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.88 nvidia-cuda-cccl==13.0.85 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88"

@@ -11,8 +11,9 @@
 # Usage: scripts/setup.sh [--cuda | --use-cuda]
 #   --cuda      also build the CUDA + cuDNN + NCCL variant (it compiles and
 #               links without a GPU; it runs only where one exists), with
-#               cuBLAS, cuRAND, cuDNN and NCCL from PyPI wheels in
-#               .cache/cuda-wheels; .venv keeps using the CPU build
+#               the CUDA 13.0 toolkit (nvcc) and cuBLAS, cuRAND, cuDNN and
+#               NCCL from pinned PyPI wheels in .cache/cuda-wheels (CUDA_HOME
+#               chooses another toolkit); .venv keeps using the CPU build
 #   --use-cuda  build only the CUDA variant and make it the one .venv uses
 #               (GPU machines, the Docker image)
 set -euo pipefail
@@ -73,13 +74,16 @@ fi
 if [ "$with_cuda" = 1 ]; then
   wheels=.cache/cuda-wheels
   wheel_stamp="$wheels/.installed"
-  if [ "$(cat "$wheel_stamp" 2>/dev/null)" != "$CAFFE_CUDA_WHEELS" ]; then
-    log "installing CUDA library wheels into $wheels"
+  wanted="$CAFFE_CUDA_WHEELS $CAFFE_CUDA_TOOLKIT_WHEELS"
+  if [ "$(cat "$wheel_stamp" 2>/dev/null)" != "$wanted" ]; then
+    log "installing the CUDA toolkit and library wheels into $wheels"
     rm -rf "$wheels"
     # shellcheck disable=SC2086
-    .venv/bin/python -m pip install --no-deps --target "$wheels" $CAFFE_CUDA_WHEELS > .venv/pip-cuda.log 2>&1 \
+    .venv/bin/python -m pip install --no-deps --target "$wheels" $wanted > .venv/pip-cuda.log 2>&1 \
       || { tail -n 30 .venv/pip-cuda.log >&2; echo "setup: CUDA wheel install failed; see .venv/pip-cuda.log" >&2; exit 1; }
-    echo "$CAFFE_CUDA_WHEELS" > "$wheel_stamp"
+    # CMake's FindCUDA looks for the unversioned runtime library.
+    ln -sfn libcudart.so.13 "$wheels/nvidia/cu13/lib/libcudart.so"
+    echo "$wanted" > "$wheel_stamp"
   fi
   cuda_prefix=$(engine/build_caffe.sh --cuda --python "$ROOT/.venv/bin/python" --cuda-libs "$ROOT/$wheels" | tail -n 1)
 fi

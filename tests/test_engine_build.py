@@ -66,3 +66,16 @@ def test_cuda_variant_compiled_and_linked():
                          text=True).stdout
     assert "sm_90" in ptx, "no PTX for newer GPUs"
     assert (build / "install" / "bin" / "test.testbin").exists()
+    # Built with the pinned toolkit wheels unless CUDA_HOME chose another.
+    toolkit = os.environ.get("CUDA_HOME", str(ROOT / ".cache" / "cuda-wheels" / "nvidia" / "cu13"))
+    assert f"CUDA_TOOLKIT_ROOT_DIR_INTERNAL:INTERNAL={toolkit}\n" in (build / "build" / "CMakeCache.txt").read_text()
+
+
+def test_cuda_variant_without_a_toolkit_fails_loudly(tmp_path):
+    """A CUDA build with no nvcc stops before compiling anything, naming the
+    fix, instead of quietly building a CPU-only library."""
+    out = subprocess.run(["bash", str(ROOT / "engine" / "build_caffe.sh"), "--cuda", "--cuda-libs",
+                          str(ROOT / ".cache" / "cuda-wheels")], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, CUDA_HOME=str(tmp_path)))
+    assert out.returncode != 0
+    assert f"no nvcc in {tmp_path}/bin" in out.stderr and "CUDA_HOME" in out.stderr, out.stderr[-2000:]
