@@ -2,15 +2,16 @@
 
 Importing this module quiets Caffe's glog (``GLOG_minloglevel=2`` unless the
 environment says otherwise), so a tool imports it before anything that loads
-Caffe; being ``deconvnet.common``, import sorting puts it first. It also
-gives the repository root, one logging set-up, and argparse flags generated
-from a dataclass, so that a dataclass stays the one owner of its defaults.
+Caffe: import sorting puts ``deconvnet.common`` first among our modules and
+``caffe`` after them all (pyproject.toml). It also gives the repository's
+paths, one logging set-up, and argparse flags generated from a dataclass, so
+that a dataclass stays the one owner of its defaults.
 
 A dataclass field becomes a flag ``--<prefix><name>`` (underscores as
-dashes) with the field's type and default. Its metadata may hold ``help``
-and ``flag`` (another name for the flag); a bool that defaults to True
-becomes ``--no-<name>``. Fields whose metadata says ``cli=False``, or that
-are named in ``skip``, get no flag.
+dashes) with the field's type and default. Its metadata (see ``option``) may
+hold ``help``, ``flag`` (another name for the flag) and ``choices``; a bool
+that defaults to True becomes ``--no-<name>``. Fields whose metadata says
+``cli=False``, or that are named in ``skip``, get no flag.
 """
 from __future__ import annotations
 
