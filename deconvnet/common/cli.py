@@ -52,12 +52,11 @@ def option(default: Any = MISSING, help: str = "", flag: str | None = None, cli:
     return field(default=default, metadata=metadata)
 
 
-def _scalar_type(hint: Any) -> tuple[Any, bool]:
-    """(the type argparse converts to, whether None is allowed)."""
+def _scalar_type(hint: Any) -> Any:
+    """The type argparse converts to: X for ``X | None``."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0], len(args) < len(typing.get_args(hint))
-    return hint, False
+        return next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
 
 
 def _flag(f: Field, prefix: str) -> str:
@@ -87,7 +86,7 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
     what the user typed, to be laid over another instance."""
     hints = typing.get_type_hints(cls)
     for f in cli_fields(cls, skip):
-        kind, optional = _scalar_type(hints[f.name])
+        kind = _scalar_type(hints[f.name])
         default = _default(f)
         text = f.metadata.get("help", "")
         shown = "" if default is MISSING or default is None else f" (default {default})"
@@ -105,17 +104,19 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
         parser.add_argument(_flag(f, prefix), dest=dest, type=kind, required=required,
                             choices=f.metadata.get("choices"),
                             default=None if overrides or required else default,
-                            help=f"{text}{shown}" if not optional or default is not None else text)
+                            help=text + shown)
+
+
+def _values(cls: type, args: argparse.Namespace, prefix: str, skip: tuple[str, ...]) -> dict:
+    return {f.name: getattr(args, _dest(f, prefix)) for f in cli_fields(cls, skip)}
 
 
 def given_options(cls: type, args: argparse.Namespace, prefix: str = "", skip: tuple[str, ...] = ()) -> dict:
     """The options of ``cls`` the user gave (not None), as field values."""
-    values = {f.name: getattr(args, _dest(f, prefix)) for f in cli_fields(cls, skip)}
-    return {k: v for k, v in values.items() if v is not None}
+    return {k: v for k, v in _values(cls, args, prefix, skip).items() if v is not None}
 
 
 def options_from_args(cls: type, args: argparse.Namespace, prefix: str = "", skip: tuple[str, ...] = (),
                       **extra: Any) -> Any:
     """An instance of ``cls`` from its flags (see add_options) and ``extra``."""
-    values = {f.name: getattr(args, _dest(f, prefix)) for f in cli_fields(cls, skip)}
-    return cls(**values, **extra)
+    return cls(**_values(cls, args, prefix, skip), **extra)

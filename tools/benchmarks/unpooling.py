@@ -17,15 +17,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from deconvnet.common.cli import quiet_caffe
+from deconvnet.common import cli  # noqa: F401  (quiets glog before Caffe loads)
 from deconvnet.common.machine import cpu_name
 
-if TYPE_CHECKING:
-    import caffe
+import caffe
 
 NATIVE = """layer { name: "unpool1" type: "Unpooling" bottom: "pool1" bottom: "pool1_mask"
   top: "unpool1" unpooling_param { unpool_h: %(h)d unpool_w: %(w)d } }"""
@@ -42,8 +40,6 @@ layer {{ name: "pool1" type: "Input" top: "pool1" top: "pool1_mask"
 """
     path = folder / f"net_{abs(hash(layer))}.prototxt"
     path.write_text(text)
-    import caffe
-
     return caffe.Net(str(path), caffe.TEST)
 
 
@@ -76,9 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
     n, c, h, w = args.batch, args.channels, args.size, args.size
-
-    quiet_caffe()
-    import caffe
 
     caffe.set_mode_cpu()
     rng = np.random.default_rng(0)
