@@ -50,14 +50,8 @@ done
 
 # --- the source ------------------------------------------------------------
 
-# The Debian mirror this machine's apt already uses for its main archive.
-apt_mirror() {
-  if [ -n "${CAFFE_APT_MIRROR:-}" ]; then echo "$CAFFE_APT_MIRROR"; return; fi
-  apt-cache policy 2>/dev/null | awk '
-    /^ *[0-9]+ (http|https|file):/ { uri = $2; next }
-    /release / && /o=Debian,/ && /l=Debian,/ && /c=main/ && uri != "" { print uri; exit }
-  '
-}
+# shellcheck source=engine/apt_mirror.sh
+source "$ENGINE_DIR/apt_mirror.sh"
 
 # Downloads the pinned orig tarball with apt-get source, through a temporary
 # deb-src list for the pinned suite, and verifies it.
