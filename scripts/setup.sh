@@ -60,7 +60,10 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 req_stamp=.venv/.requirements.sha256
-req_hash=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+# The editable install maps the top-level packages present when it runs (the
+# Docker build installs the requirements before it copies the project).
+req_hash=$( { cat requirements.txt pyproject.toml; ls -d ./*/__init__.py 2>/dev/null || true; } \
+  | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$req_stamp" 2>/dev/null)" != "$req_hash" ]; then
   log "installing requirements.txt into .venv (log: .venv/pip.log)"
   { .venv/bin/python -m pip install --upgrade pip &&

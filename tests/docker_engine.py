@@ -60,6 +60,8 @@ class DockerEngine:
         while own_processes() and time.monotonic() < deadline:
             time.sleep(1)
         self.process = None
+        if not own_processes():
+            shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
 def own_processes() -> list[int]:

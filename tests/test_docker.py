@@ -126,6 +126,8 @@ def test_quick_demo_in_the_image(engine, image):
 def test_eval_voc_in_the_image(engine, image, tmp_path):
     # The hand-computed case of test_eval_voc: IoU bkg 2/5, aeroplane 3/5, person 1/2.
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
     write_indexed_png(gt_dir / "a.png", np.array([[0, 0, 1, 1], [255, 1, 1, 0]], np.uint8))
     write_indexed_png(gt_dir / "b.png", np.array([[15, 15]], np.uint8))
     write_indexed_png(pred_dir / "a.png", np.array([[0, 1, 1, 1], [15, 1, 0, 0]], np.uint8))
@@ -149,7 +151,7 @@ tool=$(find /opt/deconvnet/.cache/cuda-wheels -name cuobjdump)
 echo "ARCHS $CAFFE_CUDA_ARCH_BIN"
 $tool --list-elf "$lib" | sed 's/^/ELF /'
 $tool --list-ptx "$lib" | sed 's/^/PTX /'
-$tool --dump-elf-symbols "$lib" | grep -o 'Unpool[A-Za-z]*' | sort -u | sed 's/^/KERNEL /'
+$tool --dump-elf-symbols "$lib" | grep -oE 'Unpool(Forward|Backward)' | sort -u | sed 's/^/KERNEL /'
 ldd "$lib" | sed 's/^/LDD /'
 grep CUDA_TOOLKIT_ROOT_DIR_INTERNAL /opt/deconvnet/.cache/caffe/cuda/CMakeCache.txt
 ls -d /opt/deconvnet/.cache/caffe/cuda/build /opt/deconvnet/.cache/caffe/cuda/src 2>/dev/null | sed 's/^/TREE /'
