@@ -60,8 +60,17 @@ class DockerEngine:
         while own_processes() and time.monotonic() < deadline:
             time.sleep(1)
         self.process = None
-        if not own_processes():
+        # dockerd leaves its network namespace mounted under the exec root.
+        for mount in reversed(own_mounts()):
+            subprocess.run(["umount", mount], capture_output=True, timeout=60)
+        if not own_processes() and not own_mounts():
             shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+def own_mounts() -> list[str]:
+    """Mount points under our run directory, in mount order."""
+    points = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    return [point for point in points if point.startswith(f"{RUN_DIR}/")]
 
 
 def own_processes() -> list[int]:

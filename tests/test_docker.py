@@ -16,10 +16,12 @@ from deconvnet.data.voc import write_indexed_png
 
 from docker_engine import (
     DATA_ROOT,
+    RUN_DIR,
     DockerEngine,
     copy_host_ca_bundle,
     ensure_base_image,
     existing_engine,
+    own_mounts,
     own_processes,
     start_engine,
 )
@@ -64,7 +66,9 @@ def engine():
     engine.run("rm", "-f", *leftover) if leftover else None
     engine.stop()
     assert not leftover, f"containers left running: {leftover}"
-    assert found is not None or not own_processes(), f"daemon processes left: {own_processes()}"
+    if found is None:
+        assert not own_processes(), f"daemon processes left: {own_processes()}"
+        assert not own_mounts() and not RUN_DIR.exists(), f"left behind: {own_mounts()}, {RUN_DIR}"
 
 
 @pytest.fixture(scope="module")
