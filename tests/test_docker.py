@@ -73,8 +73,10 @@ def engine():
 
 @pytest.fixture(scope="module")
 def image(engine: DockerEngine) -> str:
-    base = ensure_base_image(engine)
+    start = time.monotonic()
+    base = f"{ensure_base_image(engine)} in {time.monotonic() - start:.0f} s"
     copy_host_ca_bundle()
+    DATA_ROOT.mkdir(parents=True, exist_ok=True)   # the build's log and times, also with a running daemon
     log = DATA_ROOT / "build.log"
     start = time.monotonic()
     with open(log, "w") as out:
@@ -84,9 +86,11 @@ def image(engine: DockerEngine) -> str:
     text = log.read_text()
     assert built.returncode == 0, f"docker build failed (log {log}):\n{text[-5000:]}"
     size = engine.run("image", "inspect", "-f", "{{.Size}}", TAG, check=True).stdout.strip()
-    cached = text.count("Using cache")
-    print(f"\ndocker build: {seconds:.0f} s, base image {base}, {cached} cached steps, "
-          f"image {int(size) / 2**30:.2f} GiB")
+    record = (f"{time.strftime('%Y-%m-%d %H:%M')} docker build: {seconds:.0f} s, base image {base}, "
+              f"{text.count('Using cache')} cached steps, image {int(size) / 2**30:.2f} GiB")
+    with open(DATA_ROOT / "build-times.log", "a") as times:   # kept beside the layer cache
+        times.write(record + "\n")
+    print("\n" + record)
     return TAG
 
 
