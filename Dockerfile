@@ -22,6 +22,9 @@ RUN install-ca-certificates.sh /tmp/ca-certificates
 
 # Caffe and the Python requirements first: this layer, the long one, is
 # reused until the pins, patches, set-up or requirements change.
+# Your own Caffe source instead of the pinned Debian package: a tarball or
+# checkout under engine/, e.g. --build-arg CAFFE_SOURCE=engine/caffe.tar.gz.
+ARG CAFFE_SOURCE=
 WORKDIR /opt/deconvnet
 COPY requirements.txt pyproject.toml ./
 COPY engine/ engine/
