@@ -29,7 +29,6 @@ class DockerEngine:
     client: str
     env: dict[str, str]
     process: subprocess.Popen | None = None   # set when we started the daemon
-    log: Path | None = None
 
     def run(self, *args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
         result = subprocess.run([self.client, *args], env=self.env, capture_output=True, text=True,
@@ -92,8 +91,8 @@ def own_processes() -> list[int]:
 def apt_install(*packages: str) -> None:
     """Installs the Debian packages that are missing (needs root)."""
     missing = [p for p in packages
-               if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True,
-                                 text=True).stdout.find("ok installed") < 0]
+               if "ok installed" not in subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
+                                                       capture_output=True, text=True).stdout]
     if not missing:
         return
     if os.geteuid() != 0:
@@ -133,7 +132,7 @@ def start_engine() -> DockerEngine:
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     # The client from the same package speaks the daemon's API version.
     engine = DockerEngine(client="/usr/bin/docker", env=dict(os.environ, DOCKER_HOST=f"unix://{socket}"),
-                          process=process, log=log)
+                          process=process)
     deadline = time.monotonic() + 120
     while not engine.answers():
         if process.poll() is not None or time.monotonic() > deadline:
