@@ -3,8 +3,11 @@
 # layer files, into a cache directory keyed by a hash of everything that goes
 # into the build. A second run with the same inputs does nothing.
 #
-# Usage: engine/build_caffe.sh [--cuda] [--python PY] [--source PATH] [--jobs N]
+# Usage: engine/build_caffe.sh [--cuda] [--arch LIST] [--python PY] [--source PATH] [--jobs N]
 #   --cuda         build the CUDA + cuDNN + NCCL variant (default: CPU_ONLY)
+#   --arch LIST    with --cuda: only these GPU architectures, as SASS and no
+#                  PTX (e.g. "90"; default: CAFFE_CUDA_ARCH_BIN and _PTX of
+#                  engine/pins.sh); cached as its own variant, cuda_sm<LIST>
 #   --python PY    the interpreter pycaffe is built for (default: .venv/bin/python)
 #   --source PATH  a Caffe source tarball or directory to use instead of the
 #                  pinned Debian source package (also: CAFFE_SOURCE=PATH)
@@ -29,6 +32,7 @@ source_path="${CAFFE_SOURCE:-}"
 jobs=$(nproc)
 cuda_libs="${CAFFE_CUDA_LIBS:-}"
 cache="${CAFFE_CACHE:-$ROOT/.cache/caffe}"
+arch_bin=""
 
 die() { echo "build_caffe: error: $*" >&2; exit 1; }
 log() { echo "build_caffe: $*" >&2; }
@@ -36,15 +40,29 @@ log() { echo "build_caffe: $*" >&2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --cuda) variant=cuda ;;
+    --arch) arch_bin="$2"; shift ;;
     --python) python_exe="$2"; shift ;;
     --source) source_path="$2"; shift ;;
     --jobs) jobs="$2"; shift ;;
     --cuda-libs) cuda_libs="$2"; shift ;;
-    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
 done
+
+# The variant's name in the cache: cpu, cuda (the pinned architectures) or
+# cuda_sm<LIST> (--arch); each keeps its own newest build.
+label=$variant
+arch_ptx="$CAFFE_CUDA_ARCH_PTX"
+if [ -n "$arch_bin" ]; then
+  [ "$variant" = cuda ] || die "--arch needs --cuda"
+  [[ "$arch_bin" =~ ^[0-9]+( [0-9]+)*$ ]] || die "--arch takes compute capabilities like \"90\" or \"80 90\", not '$arch_bin'"
+  label="cuda_sm${arch_bin// /_}"
+  arch_ptx=""
+else
+  arch_bin="$CAFFE_CUDA_ARCH_BIN"
+fi
 
 [ -x "$python_exe" ] || die "no Python interpreter at '$python_exe'; run scripts/setup.sh first or pass --python"
 
@@ -138,7 +156,9 @@ cmake_flags=(
   -DBLAS=Open
   -DUSE_LEVELDB=OFF
   -DUSE_LMDB=ON
-  -DUSE_OPENCV=ON
+  # Our data layers decode with cv2 from pip; Caffe's OpenCV-only parts
+  # (ImageData, WindowData, encoded Datums, convert_imageset) go unused.
+  -DUSE_OPENCV=OFF
   -DBUILD_docs=OFF
   -DBUILD_python=ON
   -DBUILD_python_layer=ON
@@ -182,8 +202,8 @@ if [ "$variant" = cuda ]; then
     -DCUDA_TOOLKIT_ROOT_DIR="$toolkit"
     # The defaults include compute_20, which nvcc 13 rejects.
     -DCUDA_ARCH_NAME=Manual
-    -DCUDA_ARCH_BIN="$CAFFE_CUDA_ARCH_BIN"
-    -DCUDA_ARCH_PTX="$CAFFE_CUDA_ARCH_PTX"
+    -DCUDA_ARCH_BIN="$arch_bin"
+    -DCUDA_ARCH_PTX="$arch_ptx"
     -DCUDNN_INCLUDE="$(dirname "$cudnn_h")"
     -DCUDNN_LIBRARY="$cudnn_so"
     # FindCUDA looks for cuBLAS and cuRAND itself (and drops preset paths on
@@ -220,18 +240,18 @@ key=$( {
      | LC_ALL=C sort -z | xargs -0 sha256sum)
   printf 'flag %s\n' "${cmake_flags[@]}"
 } | sha256sum | cut -c1-16)
-work="$cache/$variant-$key"
+work="$cache/$label-$key"
 
 if [ -f "$work/.complete" ]; then
-  log "$variant build is up to date ($work)"
-  ln -sfn "$(basename "$work")" "$cache/$variant"
+  log "$label build is up to date ($work)"
+  ln -sfn "$(basename "$work")" "$cache/$label"
   echo "$work/install"
   exit 0
 fi
 
 # --- patch, configure, build -----------------------------------------------
 
-log "building the $variant variant in $work (key $key)"
+log "building the $label variant in $work (key $key)"
 rm -rf "$work"
 unpack_source "$source_path" "$work/src"
 for p in "$ENGINE_DIR"/patches/*.patch; do
@@ -251,7 +271,7 @@ if [ "$variant" = cuda ]; then
   done
 fi
 log "configured; compiling with $jobs jobs (log: $work/build.log)"
-targets=(caffe pycaffe caffe.bin test.testbin upgrade_net_proto_text)
+targets=(caffe pycaffe caffe.bin caffe_tool test.testbin upgrade_net_proto_text)
 if ! cmake --build "$work/build" -j "$jobs" --target "${targets[@]}" > "$work/build.log" 2>&1; then
   grep -E -B2 -A6 'error|Error' "$work/build.log" | head -n 60 >&2
   die "compile failed; full log: $work/build.log"
@@ -263,9 +283,9 @@ cmake --install "$work/build" > "$work/install.log" 2>&1 \
   || { tail -n 20 "$work/install.log" >&2; die "install failed; log: $work/install.log"; }
 cp "$work/build/test/test.testbin" "$work/install/bin/"
 touch "$work/.complete"
-ln -sfn "$(basename "$work")" "$cache/$variant"
+ln -sfn "$(basename "$work")" "$cache/$label"
 # Older builds of this variant are superseded.
-find "$cache" -mindepth 1 -maxdepth 1 -type d -name "$variant-*" ! -name "$(basename "$work")" \
+find "$cache" -mindepth 1 -maxdepth 1 -type d -name "$label-*" ! -name "$(basename "$work")" \
   ! -name cuda-links -exec rm -rf {} +
 log "done: $work/install"
 echo "$work/install"

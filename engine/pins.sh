@@ -20,3 +20,11 @@ CAFFE_CUDA_WHEELS="nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cudn
 # no system CUDA is needed; they install into nvidia/cu13 beside cuBLAS.
 # CUDA_HOME=/path builds with another toolkit instead.
 CAFFE_CUDA_TOOLKIT_WHEELS="nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.88 nvidia-cuda-cccl==13.0.85 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88"
+
+# The pip wheels of scripts/build_wheel.sh: Caffe 1.0 at its final upstream
+# commit's date, for Debian 12's glibc (2.36); CPU and CUDA 13 distributions
+# both provide the `caffe` package, so install one of them.
+CAFFE_WHEEL_VERSION="1.0.0.post20180821"
+CAFFE_WHEEL_PLAT="manylinux_2_36_x86_64"
+CAFFE_WHEEL_NAME_CPU="deconvnet-caffe"
+CAFFE_WHEEL_NAME_CUDA="deconvnet-caffe-cu13"

@@ -8,7 +8,7 @@
 #   4. `import caffe` in .venv, and a `caffe` command in .venv/bin.
 # Every step is skipped when already done, so a second run takes seconds.
 #
-# Usage: scripts/setup.sh [--cuda | --use-cuda]
+# Usage: scripts/setup.sh [--cuda | --use-cuda] [--cuda-arch LIST]
 #   --cuda      also build the CUDA + cuDNN + NCCL variant (it compiles and
 #               links without a GPU; it runs only where one exists), with
 #               the CUDA 13.0 toolkit (nvcc) and cuBLAS, cuRAND, cuDNN and
@@ -16,6 +16,8 @@
 #               chooses another toolkit); .venv keeps using the CPU build
 #   --use-cuda  build only the CUDA variant and make it the one .venv uses
 #               (GPU machines, the Docker image)
+#   --cuda-arch LIST  build the CUDA variant for these GPU architectures only
+#               (e.g. "90"; see engine/build_caffe.sh --arch)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -24,13 +26,17 @@ source engine/pins.sh
 
 with_cuda=0
 use_cuda=0
-for arg in "$@"; do
-  case "$arg" in
+arch_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
     --cuda) with_cuda=1 ;;
     --use-cuda) with_cuda=1; use_cuda=1 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "setup: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+    --cuda-arch) [ $# -ge 2 ] || { echo "setup: --cuda-arch needs a LIST" >&2; exit 2; }
+                 arch_args=(--arch "$2"); shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 log() { echo "setup: $*" >&2; }
 
@@ -41,7 +47,6 @@ APT_PACKAGES=(
   libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
   libhdf5-dev liblmdb-dev libopenblas-dev
-  libopencv-dev   # the only package with OpenCVConfig.cmake
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -88,7 +93,7 @@ if [ "$with_cuda" = 1 ]; then
     ln -sfn libcudart.so.13 "$wheels/nvidia/cu13/lib/libcudart.so"
     echo "$wanted" > "$wheel_stamp"
   fi
-  cuda_prefix=$(engine/build_caffe.sh --cuda --python "$ROOT/.venv/bin/python" --cuda-libs "$ROOT/$wheels" | tail -n 1)
+  cuda_prefix=$(engine/build_caffe.sh --cuda "${arch_args[@]}" --python "$ROOT/.venv/bin/python" --cuda-libs "$ROOT/$wheels" | tail -n 1)
 fi
 if [ "$use_cuda" = 1 ]; then
   prefix=$cuda_prefix

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from docker_engine import LABEL, RUN_DIR, existing_engine, own_mounts, own_processes, start_engine
 from helpers import CAFFE_CACHE, SETUP_HINT
 
 # Caffe logs to stderr through glog; keep test output readable.
@@ -62,3 +63,21 @@ def cuda_prefix() -> Path:
     prefix = CAFFE_CACHE / "cuda" / "install"
     assert (prefix / "bin" / "caffe").exists(), f"no CUDA Caffe build at {prefix}; run scripts/setup.sh --cuda"
     return prefix
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """A Docker engine for one test module (docker_engine.py): the running
+    one, or a daemon of our own that is stopped at the end, after which
+    neither it nor any container of ours is left."""
+    found = existing_engine()
+    engine = found or start_engine()
+    yield engine
+    leftover = engine.run("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
+    if leftover:
+        engine.run("rm", "-f", *leftover)
+    engine.stop()
+    assert not leftover, f"containers left running: {leftover}"
+    if found is None:
+        assert not own_processes(), f"daemon processes left: {own_processes()}"
+        assert not own_mounts() and not RUN_DIR.exists(), f"left behind: {own_mounts()}, {RUN_DIR}"

@@ -22,6 +22,7 @@ from helpers import ROOT
 DATA_ROOT = Path(os.environ.get("DECONVNET_DOCKER_ROOT", "/var/cache/deconvnet-docker"))
 RUN_DIR = Path("/run/deconvnet-docker")   # short: the socket path must stay under 108 bytes
 BASE_IMAGE = "debian:bookworm"
+LABEL = "deconvnet-test=1"   # on every container the tests start
 
 
 @dataclass
@@ -37,6 +38,14 @@ class DockerEngine:
             raise RuntimeError(f"docker {' '.join(args)} failed ({result.returncode}):\n"
                                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
+
+    def run_container(self, image: str, command: str, *mounts: str, timeout: float = 900,
+                      network: str = "none") -> subprocess.CompletedProcess:
+        """Runs a shell command in a fresh container of the image, by default
+        with no network; mounts are docker's HOST:CONTAINER[:ro]."""
+        volumes = [arg for mount in mounts for arg in ("-v", mount)]
+        return self.run("run", "--rm", "--network", network, "--label", LABEL, *volumes, image,
+                        "bash", "-c", command, timeout=timeout)
 
     def answers(self) -> bool:
         try:

@@ -11,6 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 CAFFE_CACHE = Path(os.environ.get("CAFFE_CACHE", ROOT / ".cache" / "caffe"))
 SETUP_HINT = "run scripts/setup.sh first"
+# The caffe command the CLI tests run; test_wheels.py points it at a wheel's.
+CAFFE_COMMAND = os.environ.get("DECONVNET_CAFFE_COMMAND", str(VENV_BIN / "caffe"))
 
 
 def write(path: Path, text: str) -> Path:

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers import VENV_BIN, write
+from helpers import CAFFE_COMMAND, write
 
 UNPOOL_NATIVE = """layer { name: "unpool1" type: "Unpooling" bottom: "conv2" bottom: "pool1_mask"
   top: "unpool1" unpooling_param { unpool_size: 16 } }"""
@@ -86,7 +86,7 @@ def make_data(folder) -> None:
 
 def caffe_train(folder, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")
-    return subprocess.run([str(VENV_BIN / "caffe"), "train", *args], cwd=folder, env=env,
+    return subprocess.run([CAFFE_COMMAND, "train", *args], cwd=folder, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -14,22 +14,11 @@ import pytest
 
 from deconvnet.data.voc import write_indexed_png
 
-from docker_engine import (
-    DATA_ROOT,
-    RUN_DIR,
-    DockerEngine,
-    copy_host_ca_bundle,
-    ensure_base_image,
-    existing_engine,
-    own_mounts,
-    own_processes,
-    start_engine,
-)
+from docker_engine import DATA_ROOT, DockerEngine, copy_host_ca_bundle, ensure_base_image
 from helpers import ROOT, VENV_BIN, write
 
 TAG = "deconvnet:test"
 BUILD_STAGE_TAG = "deconvnet:test-build-stage"
-LABEL = "deconvnet-test=1"
 CAFFE_PINS = "/opt/deconvnet/engine/pins.sh"
 
 
@@ -54,23 +43,6 @@ def test_dockerfile_builds_through_the_setup_script():
     assert "ARG BASE_IMAGE=debian:bookworm" in text
     assert "RUN bash scripts/setup.sh --use-cuda" in text   # -> engine/build_caffe.sh --cuda
     assert "git clone" not in text
-
-
-@pytest.fixture(scope="module")
-def engine():
-    """A Docker engine for this module; ours is stopped at the end, and then
-    neither it nor any container of ours is left."""
-    found = existing_engine()
-    engine = found or start_engine()
-    yield engine
-    leftover = engine.run("ps", "-aq", "--filter", f"label={LABEL}").stdout.split()
-    if leftover:
-        engine.run("rm", "-f", *leftover)
-    engine.stop()
-    assert not leftover, f"containers left running: {leftover}"
-    if found is None:
-        assert not own_processes(), f"daemon processes left: {own_processes()}"
-        assert not own_mounts() and not RUN_DIR.exists(), f"left behind: {own_mounts()}, {RUN_DIR}"
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +76,7 @@ def image(engine: DockerEngine) -> str:
 
 
 def in_image(engine: DockerEngine, image: str, command: str, *mounts: str, timeout: float = 900):
-    """Runs a shell command in a fresh container of the image, with no network."""
-    volumes = [arg for mount in mounts for arg in ("-v", mount)]
-    return engine.run("run", "--rm", "--network", "none", "--label", LABEL, *volumes, image,
-                      "bash", "-c", command, timeout=timeout)
+    return engine.run_container(image, command, *mounts, timeout=timeout)
 
 
 @pytest.mark.slow

@@ -101,6 +101,20 @@ def deconvnet_deploy(batch: int = 1, size: Size = Size()) -> caffe.proto.caffe_p
 DataFn = Callable[[caffe.NetSpec], None]
 
 
+def dummy_data(batch_size: int, size: Size = Size()) -> DataFn:
+    """DummyData in place of the data layer, so that ``caffe train`` and
+    ``caffe time`` need no dataset and no Python (the GPU kit's benchmark
+    nets). Constant fillers: DummyData refills any other filler on the CPU
+    in every pass, which would be timed too; cuDNN's work does not depend
+    on the values."""
+    def data(n: caffe.NetSpec) -> None:
+        shape = [batch_size, 3, size.input_size, size.input_size]
+        n.data = L.DummyData(shape=dict(dim=shape), data_filler=dict(type="constant", value=0))
+        n.label = L.DummyData(shape=dict(dim=[batch_size, 1, *shape[2:]]),
+                              data_filler=dict(type="constant", value=0))
+    return data
+
+
 def deconvnet_train_test(train: bool, source: str, batch_size: int = 8, size: Size = Size(),
                          data: DataFn | None = None,
                          workers: int | None = None) -> caffe.proto.caffe_pb2.NetParameter:

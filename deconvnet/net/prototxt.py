@@ -51,6 +51,11 @@ def generate() -> dict[str, str]:
         solvers.fcn8s_solver("fcn8s_train.prototxt", "fcn8s_val.prototxt", f"{RUNS}/fcn8s/fcn8s"),
         "solvers")
     files["vgg16_deploy.prototxt"] = _text(nets.vgg16_deploy(), "nets", "VGG_ILSVRC_16_layers")
+    # The GPU kit's (scripts/gpu_kit.sh): no dataset and no Python layers.
+    files["benchmark_train_b8.prototxt"] = _text(
+        nets.deconvnet_train_test(True, "", data=nets.dummy_data(8)), "nets", "DeconvNet_benchmark_train")
+    files["benchmark_forward_b50.prototxt"] = _text(nets.deconvnet_deploy(batch=50), "nets", "DeconvNet")
+    files["benchmark_solver.prototxt"] = _text(solvers.benchmark_solver("benchmark_train_b8.prototxt"), "solvers")
     return files
 
 

@@ -56,6 +56,21 @@ def deconvnet_solver(train_net: str, test_net: str, snapshot_prefix: str,
     return s
 
 
+def benchmark_solver(train_net: str, max_iter: int = 20) -> caffe_pb2.SolverParameter:
+    """The stage-1 solver without test nets or snapshots, displaying every
+    second update (Caffe prints iter/s per display), for timing training."""
+    s = deconvnet_solver(train_net, "", "", STAGE1)
+    del s.test_net[:], s.test_iter[:]
+    s.ClearField("test_interval")
+    s.ClearField("test_initialization")
+    s.ClearField("snapshot_prefix")
+    s.max_iter = max_iter
+    s.display = s.average_loss = 2
+    s.snapshot = 0
+    s.snapshot_after_train = False
+    return s
+
+
 def fcn8s_solver(train_net: str, test_net: str, snapshot_prefix: str) -> caffe_pb2.SolverParameter:
     """FCN-8s' released settings: unnormalised loss, so a tiny fixed rate
     with high momentum."""

@@ -23,7 +23,6 @@ import threading
 import time
 from pathlib import Path
 
-PAPER_TITAN_X = 7.4   # samples/s: 20K iterations of 64 in about 2 days
 # Dense fp32 peak (TFLOPS, non-tensor-core) of GPUs this may run on.
 FP32_PEAK = {"H100 80GB HBM3": 66.9, "H100 PCIe": 51.2, "H200": 66.9, "A100": 19.5, "L40S": 91.6,
              "RTX 4090": 82.6, "GeForce GTX TITAN X": 6.6}
@@ -135,50 +134,10 @@ def caffe_worker(args) -> dict:
 
 
 def torch_worker(args) -> dict:
-    import torch
+    from deconvnet.net import torch_benchmark
 
-    from deconvnet.net.architecture import Size
-    from deconvnet.net.torch_reference import DeconvNet
-
-    device = torch.device("cpu" if args.cpu else f"cuda:{args.gpu}")
-    torch.backends.cudnn.benchmark = True
-    torch.manual_seed(0)
-    net = DeconvNet(Size(224, args.width_divisor)).to(device).train()
-    opt = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9, weight_decay=0.0005)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
-    x = torch.randn(args.batch, 3, 224, 224, device=device)
-    y = torch.randint(0, 21, (args.batch, 224, 224), device=device)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        for _ in range(args.iter_size):
-            loss_fn(net(x), y).backward()
-        opt.step()
-
-    def sync():
-        if not args.cpu:
-            torch.cuda.synchronize(device)
-
-    step()
-    sync()
-    start = time.perf_counter()
-    for _ in range(args.iterations):
-        step()
-    sync()
-    result = {"train_samples_per_s": args.iterations * args.batch * args.iter_size / (time.perf_counter() - start)}
-    net.eval()
-    crops = torch.randn(50, 3, 224, 224, device=device)
-    with torch.no_grad():
-        net(crops)
-        sync()
-        start = time.perf_counter()
-        for _ in range(args.iterations):
-            net(crops)
-        sync()
-    result["forward_50_s"] = (time.perf_counter() - start) / args.iterations
-    result["peak_mib"] = 0 if args.cpu else torch.cuda.max_memory_reserved(device) / 2**20
-    result["version"] = torch.__version__
-    return result
+    return torch_benchmark.run("cpu" if args.cpu else f"cuda:{args.gpu}", args.batch, args.iter_size,
+                               args.iterations, args.width_divisor)
 
 
 def run_side(side: str, argv: list[str]) -> dict:
@@ -209,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     caffe_r, torch_r = run_side("caffe", passthrough), run_side("torch", passthrough)
 
     from deconvnet.net.architecture import Size, forward_macs
+    from deconvnet.net.gpu_kit_report import PAPER_TITAN_X_SAMPLES_PER_S as PAPER_TITAN_X
 
     flops_per_sample = 3 * 2 * forward_macs(Size(224, args.width_divisor))  # forward + backward
     name = "CPU" if args.cpu else gpu_name(args.gpu)

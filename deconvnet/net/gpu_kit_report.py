@@ -1,0 +1,154 @@
+"""The GPU kit's report (scripts/gpu_kit.sh, run.sh inside the kit): reads
+the logs run.sh leaves in its results folder and writes ``results.json``
+and ``results.md`` with training samples/s, the forward time of 50
+proposals, peak GPU memory, the GPU model, and the ratios to the paper's
+Titan X and to PyTorch on the same GPU.
+
+Files read (absent ones give null): ``gpu.txt`` (nvidia-smi's name),
+``gtest.log``, ``time_train_b8.log`` and ``time_forward_b50.log`` (caffe
+time), ``train.log`` (caffe train), ``memory_*.csv`` (nvidia-smi samples of
+memory.used in MiB, the first one idle) and ``torch.json``
+(deconvnet.net.torch_benchmark). Stdlib only: it runs with whatever Python
+the GPU machine has."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+# The paper's Titan X: 20K iterations of 64 crops in about 2 days, so about
+# 7.4 samples/s (docs/PAPER.md, section 3).
+PAPER_TITAN_X_SAMPLES_PER_S = 7.4
+BATCH, ITER_SIZE, PROPOSALS = 8, 8, 50
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text(errors="replace") if path.exists() else None
+
+
+def caffe_time_ms(log: str | None) -> dict[str, float] | None:
+    """Average forward and backward ms of one pass, from ``caffe time``."""
+    if log is None:
+        return None
+    found = {key: re.search(rf"Average {label}: ([0-9.]+) ms", log)
+             for key, label in (("forward", "Forward pass"), ("backward", "Backward pass"))}
+    if found["forward"] is None:
+        return None
+    return {key: float(m.group(1)) for key, m in found.items() if m is not None}
+
+
+def caffe_train_iter_per_s(log: str | None) -> float | None:
+    """Mean of the iter/s Caffe reports per display, without the display
+    of iteration 0 (always 0 iter/s) and the next one, which holds cuDNN's
+    algorithm search and the first allocations."""
+    if log is None:
+        return None
+    rates = [float(r) for r in re.findall(r"Iteration \d+ \(([0-9.]+) iter/s", log)][2:]
+    return sum(rates) / len(rates) if rates else None
+
+
+def gtest_summary(log: str | None) -> dict[str, Any] | None:
+    if log is None:
+        return None
+    passed = re.search(r"\[  PASSED  \] (\d+) tests?", log)
+    failed = re.findall(r"\[  FAILED  \] ([\w/.]+)", log)
+    ran = re.search(r"(\d+) tests? from \d+ test (?:suites?|cases?) ran", log)
+    return {"ran": int(ran.group(1)) if ran else None, "passed": int(passed.group(1)) if passed else 0,
+            "failed": sorted(set(failed))}
+
+
+def peak_mib(csv: str | None) -> float | None:
+    """Peak memory.used above the first (idle) sample."""
+    if csv is None:
+        return None
+    values = [float(v) for v in re.findall(r"^\s*([0-9.]+)\s*$", csv, flags=re.MULTILINE)]
+    return max(values) - values[0] if len(values) > 1 else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def collect(results: Path) -> dict[str, Any]:
+    train_rate = caffe_train_iter_per_s(_read(results / "train.log"))
+    forward = caffe_time_ms(_read(results / "time_forward_b50.log"))
+    torch_text = _read(results / "torch.json")
+    torch = json.loads(torch_text) if torch_text else None
+    caffe_samples = train_rate * BATCH * ITER_SIZE if train_rate is not None else None
+    caffe_forward_50 = forward["forward"] if forward else None
+    torch_samples = torch["train_samples_per_s"] if torch else None
+    torch_forward_50 = torch["forward_50_s"] * 1000 if torch else None
+    gpu = _read(results / "gpu.txt")
+    return {
+        "gpu": gpu.strip().splitlines()[0] if gpu and gpu.strip() else None,
+        "gtest_unpooling": gtest_summary(_read(results / "gtest.log")),
+        "caffe": {
+            "train_samples_per_s": caffe_samples,
+            "time_b8_ms": caffe_time_ms(_read(results / "time_train_b8.log")),
+            "forward_50_proposals_ms": caffe_forward_50,
+            "peak_mib_train": peak_mib(_read(results / "memory_train.csv")),
+            "peak_mib_forward_50": peak_mib(_read(results / "memory_forward_b50.csv")),
+        },
+        "pytorch": None if torch is None else {
+            "version": torch.get("version"),
+            "train_samples_per_s": torch_samples,
+            "forward_50_proposals_ms": torch_forward_50,
+            "peak_mib": torch.get("peak_mib"),
+        },
+        "ratios": {
+            "caffe_train_vs_paper_titan_x": _ratio(caffe_samples, PAPER_TITAN_X_SAMPLES_PER_S),
+            "caffe_train_vs_pytorch": _ratio(caffe_samples, torch_samples),
+            "caffe_forward_50_vs_pytorch_speed": _ratio(torch_forward_50, caffe_forward_50),
+        },
+        "setting": {"batch": BATCH, "iter_size": ITER_SIZE, "proposals": PROPOSALS, "input": 224,
+                    "paper_titan_x_samples_per_s": PAPER_TITAN_X_SAMPLES_PER_S},
+    }
+
+
+def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    caffe, torch, ratios = report["caffe"], report["pytorch"] or {}, report["ratios"]
+    gtest = report["gtest_unpooling"]
+    gtest_text = "not run" if gtest is None else (
+        f"{gtest['passed']} passed" + (f", failed: {', '.join(gtest['failed'])}" if gtest["failed"] else ""))
+    lines = [
+        f"Full DeconvNet (224x224) on {report['gpu'] or 'an unknown GPU'}; training batch {BATCH} x "
+        f"iter_size {ITER_SIZE}; PyTorch {torch.get('version', 'n/a')}. Unpooling GPU gtest: {gtest_text}.",
+        "",
+        "| measure | Caffe | PyTorch | Caffe / PyTorch |",
+        "|---|---|---|---|",
+        f"| training samples/s | {_fmt(caffe['train_samples_per_s'])} | {_fmt(torch.get('train_samples_per_s'))} "
+        f"| {_fmt(ratios['caffe_train_vs_pytorch'], '.2f', 'x')} |",
+        f"| forward of {PROPOSALS} proposals (ms) | {_fmt(caffe['forward_50_proposals_ms'])} "
+        f"| {_fmt(torch.get('forward_50_proposals_ms'))} "
+        f"| {_fmt(ratios['caffe_forward_50_vs_pytorch_speed'], '.2f', 'x')} |",
+        f"| peak GPU memory, training (MiB) | {_fmt(caffe['peak_mib_train'], '.0f')} "
+        f"| {_fmt(torch.get('peak_mib'), '.0f')} | |",
+        f"| peak GPU memory, forward of {PROPOSALS} (MiB) | {_fmt(caffe['peak_mib_forward_50'], '.0f')} | | |",
+        "",
+        f"Caffe's training is {_fmt(ratios['caffe_train_vs_paper_titan_x'], '.1f', 'x')} the paper's Titan X "
+        f"(about {PAPER_TITAN_X_SAMPLES_PER_S} samples/s).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, help="the folder run.sh wrote its logs to")
+    args = parser.parse_args(argv)
+    report = collect(args.results)
+    (args.results / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (args.results / "results.md").write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

