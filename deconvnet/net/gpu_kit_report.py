@@ -46,7 +46,8 @@ def caffe_train_iter_per_s(log: str | None) -> float | None:
     algorithm search and the first allocations."""
     if log is None:
         return None
-    rates = [float(r) for r in re.findall(r"Iteration \d+ \(([0-9.]+) iter/s", log)][2:]
+    # Iteration 0's rate is 0 divided by a time, which glog prints as e.g. -1.4013e-45.
+    rates = [float(r) for r in re.findall(r"Iteration \d+ \((\S+) iter/s", log)][2:]
     return sum(rates) / len(rates) if rates else None
 
 
