@@ -16,7 +16,8 @@
 # Usage: scripts/build_wheel.sh [--cuda] [--arch LIST] [--out DIR]
 #   --cuda       the CUDA 13 wheel (default: the CPU wheel)
 #   --arch LIST  with --cuda: GPU architectures, e.g. "90" (default: those of
-#                engine/pins.sh, with PTX for newer GPUs)
+#                engine/pins.sh, with PTX for newer GPUs); the version gets
+#                a local label, e.g. 1.0.0.post20180821+sm90
 #   --out DIR    where the wheel goes (default: dist/)
 # Prints the wheel's path as the last line of stdout.
 set -euo pipefail
@@ -49,8 +50,14 @@ name=$CAFFE_WHEEL_NAME_CPU
 if [ "$cuda" = 1 ]; then
   setup_args=(--cuda)
   build_args=(--cuda --cuda-libs "$ROOT/.cache/cuda-wheels")
-  if [ -n "$arch" ]; then setup_args+=(--cuda-arch "$arch"); build_args+=(--arch "$arch"); fi
   name=$CAFFE_WHEEL_NAME_CUDA
+fi
+version=$CAFFE_WHEEL_VERSION
+if [ -n "$arch" ]; then
+  setup_args+=(--cuda-arch "$arch")
+  build_args+=(--arch "$arch")
+  # A local version label tells the architectures apart: ...+sm80.sm90.
+  version="$version+sm${arch// /.sm}"
 fi
 bash scripts/setup.sh "${setup_args[@]}" >&2
 py="$ROOT/.venv/bin/python"
@@ -73,13 +80,13 @@ cp engine/wheel/caffe_command.py "$stage/caffe/_command.py"
 
 py_tag=$("$py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 py_version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-dist_info="$stage/${name//-/_}-$CAFFE_WHEEL_VERSION.dist-info"
+dist_info="$stage/${name//-/_}-$version.dist-info"
 mkdir -p "$dist_info"
 cp "$license" "$dist_info/LICENSE"
 {
   echo "Metadata-Version: 2.1"
   echo "Name: $name"
-  echo "Version: $CAFFE_WHEEL_VERSION"
+  echo "Version: $version"
   echo "Summary: BVLC Caffe with DeconvNet's Unpooling layer, patched for Python 3, numpy 2, protobuf 3.20+$([ "$cuda" = 1 ] && echo ", CUDA 13 and cuDNN 9")"
   echo "Home-page: https://github.com/BVLC/caffe"
   echo "License: BSD-2-Clause"

@@ -1,6 +1,7 @@
-"""Fixtures (the built Caffe) and the test tiers: ``slow`` tests run unless
-deselected with -m "not slow"; ``gpu`` tests run where an NVIDIA GPU is
-present and are deselected, with a line saying so, where none is."""
+"""Fixtures (the built Caffe, a Docker engine) and the test tiers: ``slow``
+tests run unless deselected with -m "not slow"; ``gpu`` tests run where an
+NVIDIA GPU is present and are deselected, with a line saying so, where none
+is."""
 from __future__ import annotations
 
 import os

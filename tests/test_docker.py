@@ -1,8 +1,8 @@
 """The Dockerfile: hadolint, and a real build on a Docker engine (the running
 one, or a daemon of our own; see docker_engine.py) with five checks inside
 the image, plus the CUDA build it holds. The build compiles the CUDA variant
-with the same script and flags as scripts/setup.sh --cuda; it is CI's only
-CUDA compile."""
+with the same script and flags as scripts/setup.sh --cuda: CI's compile of
+the pinned architectures (test_wheels.py compiles sm_90 alone on the host)."""
 from __future__ import annotations
 
 import json

@@ -77,7 +77,8 @@ def test_wheel_name_and_metadata(kind, request):
     # CPython 3.11 (Debian 12's). The platform tags (a compressed set)
     # include Debian 12's glibc, 2.36, and none newer; auditwheel adds the
     # oldest glibc whose symbol versions suffice.
-    found = re.fullmatch(rf"{dist}-1\.0\.0\.post20180821-cp311-cp311-([\w.]+)\.whl", wheel.name)
+    version = r"1\.0\.0\.post20180821" + ("" if kind == "cpu" else r"\+sm90")   # --arch 90
+    found = re.fullmatch(rf"{dist}-{version}-cp311-cp311-([\w.]+)\.whl", wheel.name)
     assert found, wheel.name
     platforms = found.group(1).split(".")
     assert "manylinux_2_36_x86_64" in platforms
