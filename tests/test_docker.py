@@ -75,25 +75,21 @@ def image(engine: DockerEngine) -> str:
     return TAG
 
 
-def in_image(engine: DockerEngine, image: str, command: str, *mounts: str, timeout: float = 900):
-    return engine.run_container(image, command, *mounts, timeout=timeout)
-
-
 @pytest.mark.slow
 def test_pycaffe_has_the_unpooling_layer(engine, image):
-    out = in_image(engine, image, "python -c \"import caffe; assert 'Unpooling' in caffe.layer_type_list()\"")
+    out = engine.run_container(image, "python -c \"import caffe; assert 'Unpooling' in caffe.layer_type_list()\"")
     assert out.returncode == 0, out.stderr[-3000:]
 
 
 @pytest.mark.slow
 def test_caffe_command(engine, image):
-    out = in_image(engine, image, "caffe --version")
+    out = engine.run_container(image, "caffe --version")
     assert out.returncode == 0 and "caffe version 1.0.0" in out.stdout + out.stderr, out.stderr[-3000:]
 
 
 @pytest.mark.slow
 def test_device_query_without_a_gpu_fails_clearly(engine, image):
-    out = in_image(engine, image, "caffe device_query -gpu 0")
+    out = engine.run_container(image, "caffe device_query -gpu 0")
     # A message and exit status 1, not a CHECK failure's abort (134) and stack trace.
     assert out.returncode == 1, (out.returncode, out.stderr[-3000:])
     assert "no usable NVIDIA GPU" in out.stderr and "--gpus all" in out.stderr, out.stderr[-3000:]
@@ -103,7 +99,7 @@ def test_device_query_without_a_gpu_fails_clearly(engine, image):
 @pytest.mark.slow
 def test_quick_demo_in_the_image(engine, image):
     """The CUDA build on the CPU: cuDNN layers are chosen only in GPU mode."""
-    out = in_image(engine, image, "python tools/demo.py --quick --out /tmp/demo && cat /tmp/demo/report.md")
+    out = engine.run_container(image, "python tools/demo.py --quick --out /tmp/demo && cat /tmp/demo/report.md")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "mean IoU" in out.stdout or "mIoU" in out.stdout, out.stdout[-3000:]
 
@@ -118,7 +114,7 @@ def test_eval_voc_in_the_image(engine, image, tmp_path):
     write_indexed_png(gt_dir / "b.png", np.array([[15, 15]], np.uint8))
     write_indexed_png(pred_dir / "a.png", np.array([[0, 1, 1, 1], [15, 1, 0, 0]], np.uint8))
     write_indexed_png(pred_dir / "b.png", np.array([[15, 0]], np.uint8))
-    out = in_image(engine, image, "python tools/eval_voc.py --gt-dir /fixture/gt --pred-dir /fixture/pred "
+    out = engine.run_container(image, "python tools/eval_voc.py --gt-dir /fixture/gt --pred-dir /fixture/pred "
                    "--json /fixture/scores.json", f"{tmp_path}:/fixture")
     assert out.returncode == 0, out.stderr[-3000:]
     scores = json.loads((tmp_path / "scores.json").read_text())
@@ -144,7 +140,7 @@ ls -d /opt/deconvnet/.cache/caffe/cuda/build /opt/deconvnet/.cache/caffe/cuda/sr
 dpkg -l | awk '$2 ~ /-dev(:|$)/ {{print "DEV " $2}}'
 ls /var/lib/apt/lists | grep -v -e '^lock$' -e '^partial$' | sed 's/^/APTLIST /' || true
 """
-    out = in_image(engine, image, script)
+    out = engine.run_container(image, script)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     archs = next(line for line in lines if line.startswith("ARCHS")).split()[1:]
