@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """Writes every network and solver under prototxt/ from deconvnet/net/nets.py and
 deconvnet/net/solvers.py. With --check, writes nothing and exits 1 if a committed
-file differs from what the generator produces."""
+file differs from what the generator produces.
+
+The committed files follow the release recipe. --recipe paper (or a field
+flag such as --weight-decay-rule) writes only the two stages' train/test
+nets and solvers under that recipe, into --out (default prototxt/<recipe>/),
+with data and run paths relative to that folder; run caffe from there.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,23 +16,41 @@ import sys
 from pathlib import Path
 
 from deconvnet.common.cli import PROTOTXT, setup_logging
-from deconvnet.net.prototxt import stale_files, write_all
+from deconvnet.net.prototxt import Paths, generate_stages, stale_files, write_all, write_files
+from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
 
-DEFAULT_DIR = PROTOTXT
+FIELDS = ("weight_decay_rule", "batch_per_pass")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help="folder (default: prototxt/)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="folder (default: prototxt/, or prototxt/<recipe>/ for "
+                                                 "another recipe)")
     parser.add_argument("--check", action="store_true", help="only compare, exit 1 on a difference")
+    add_recipe_option(parser)
+    add_field_options(parser, *FIELDS, help=dict(
+        weight_decay_rule="release: the 2015 Caffe's decay under iter_size; bvlc: this Caffe's",
+        batch_per_pass="examples per forward pass; iter_size makes 64"))
     args = parser.parse_args(argv)
     setup_logging()
+    recipe = recipe_from_args(args, *FIELDS)
+    if recipe.batch_per_pass <= 0 or 64 % recipe.batch_per_pass:
+        parser.error(f"--batch-per-pass must divide 64, got {recipe.batch_per_pass}")
+    committed = args.recipe == "release" and all(getattr(args, f) is None for f in FIELDS)
+    out = args.out or (PROTOTXT if committed else PROTOTXT / recipe.name)
     if args.check:
-        stale = stale_files(args.out)
+        if not committed:
+            parser.error("--check compares the committed (release recipe) files; drop the recipe flags")
+        stale = stale_files(out)
         for name in stale:
-            logging.error("%s differs from the generator; run tools/make_prototxt.py", args.out / name)
+            logging.error("%s differs from the generator; run tools/make_prototxt.py", out / name)
         return 1 if stale else 0
-    write_all(args.out)
+    if committed:
+        write_all(out)
+    else:
+        write_files(out, generate_stages(recipe, Paths.seen_from(out)))
+        logging.info("recipe %s: weight_decay %g, %d per pass x iter_size %d, in %s", recipe.name,
+                     recipe.solver_weight_decay(recipe.iter_size), recipe.batch_per_pass, recipe.iter_size, out)
     return 0
 
 

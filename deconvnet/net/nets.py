@@ -147,14 +147,28 @@ def _score(bottom):
         weight_filler=dict(type="constant", value=0), bias_filler=dict(type="constant", value=0)))
 
 
-def _bilinear_upsample(bottom, factor: int):
+def _bilinear_upsample(bottom, factor: int, bias: bool = False):
     """Fixed (lr_mult 0) bilinear Deconvolution; weights set by surgery."""
-    return L.Deconvolution(bottom, param=[dict(lr_mult=0)], convolution_param=dict(
-        num_output=NUM_CLASSES, kernel_size=2 * factor, stride=factor, bias_term=False,
-        weight_filler=dict(type="bilinear")))
+    conv = dict(num_output=NUM_CLASSES, kernel_size=2 * factor, stride=factor, bias_term=bias,
+                weight_filler=dict(type="bilinear"))
+    return L.Deconvolution(bottom, param=[dict(lr_mult=0)] * (2 if bias else 1), convolution_param=conv)
 
 
-def _fcn8s_body(n: caffe.NetSpec, size: Size = FCN_DEPLOY_SIZE) -> None:
+# The score head's layer names: the public "heavy" model's (fcn.berkeleyvision.org),
+# and the original 2014 fcn-8s-pascal's (FCN authors' model-zoo release; the
+# DeconvNet release ensembles with it). In the 2014 layout the first 2x
+# upsampling has a bias, the other two have none.
+FCN_HEAD_NAMES = {
+    "heavy": dict(score_fr="score_fr", up2="upscore2", pool4="score_pool4", pool4c="score_pool4c",
+                  fuse4="fuse_pool4", up4="upscore_pool4", pool3="score_pool3", pool3c="score_pool3c",
+                  fuse3="fuse_pool3", up8="upscore8"),
+    "2014": dict(score_fr="score-fr", up2="score2", pool4="score-pool4", pool4c="score-pool4c",
+                 fuse4="score-fused", up4="score4", pool3="score-pool3", pool3c="score-pool3c",
+                 fuse3="score-final", up8="upsample"),
+}
+
+
+def _fcn8s_body(n: caffe.NetSpec, size: Size = FCN_DEPLOY_SIZE, head: str = "heavy") -> None:
     bottom = n.data
     for stage, convs, channels in VGG_BLOCKS:
         for k in range(1, convs + 1):
@@ -170,26 +184,37 @@ def _fcn8s_body(n: caffe.NetSpec, size: Size = FCN_DEPLOY_SIZE) -> None:
     n.drop6 = L.Dropout(n.relu6, dropout_ratio=0.5, in_place=True)
     n.fc7, n.relu7 = _fcn_conv_relu(n.drop6, size.width(FC_WIDTH), kernel=1, pad=0)
     n.drop7 = L.Dropout(n.relu7, dropout_ratio=0.5, in_place=True)
-    n.score_fr = _score(n.drop7)
-    n.upscore2 = _bilinear_upsample(n.score_fr, 2)
-    n.score_pool4 = _score(n.pool4)
-    n.score_pool4c = L.Crop(n.score_pool4, n.upscore2, crop_param=dict(axis=2, offset=5))
-    n.fuse_pool4 = L.Eltwise(n.upscore2, n.score_pool4c, operation=P.Eltwise.SUM)
-    n.upscore_pool4 = _bilinear_upsample(n.fuse_pool4, 2)
-    n.score_pool3 = _score(n.pool3)
-    n.score_pool3c = L.Crop(n.score_pool3, n.upscore_pool4, crop_param=dict(axis=2, offset=9))
-    n.fuse_pool3 = L.Eltwise(n.upscore_pool4, n.score_pool3c, operation=P.Eltwise.SUM)
-    n.upscore8 = _bilinear_upsample(n.fuse_pool3, 8)
-    n.score = L.Crop(n.upscore8, n.data, crop_param=dict(axis=2, offset=31))
+    names = FCN_HEAD_NAMES[head]
+
+    def put(key: str, layer):
+        setattr(n, names[key], layer)
+        return layer
+
+    score_fr = put("score_fr", _score(n.drop7))
+    up2 = put("up2", _bilinear_upsample(score_fr, 2, bias=head == "2014"))
+    pool4 = put("pool4", _score(n.pool4))
+    pool4c = put("pool4c", L.Crop(pool4, up2, crop_param=dict(axis=2, offset=5)))
+    fuse4 = put("fuse4", L.Eltwise(up2, pool4c, operation=P.Eltwise.SUM))
+    up4 = put("up4", _bilinear_upsample(fuse4, 2))
+    pool3 = put("pool3", _score(n.pool3))
+    pool3c = put("pool3c", L.Crop(pool3, up4, crop_param=dict(axis=2, offset=9)))
+    fuse3 = put("fuse3", L.Eltwise(up4, pool3c, operation=P.Eltwise.SUM))
+    up8 = put("up8", _bilinear_upsample(fuse3, 8))
+    n.score = L.Crop(up8, n.data, crop_param=dict(axis=2, offset=31))
 
 
-def fcn8s_deploy(size: Size = FCN_DEPLOY_SIZE) -> caffe.proto.caffe_pb2.NetParameter:
+def fcn8s_deploy(size: Size = FCN_DEPLOY_SIZE, variant: str = "heavy") -> caffe.proto.caffe_pb2.NetParameter:
     """Any input size: reshape ``data`` before forward (tools do). A
-    width_divisor > 1 gives a reduced variant for CPU tests."""
+    width_divisor > 1 gives a reduced variant for CPU tests. ``variant``:
+    the layer names of the "heavy" model or of the "2014" one."""
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 3, size.input_size, size.input_size]))
-    _fcn8s_body(n, size)
+    _fcn8s_body(n, size, variant)
     return n.to_proto()
+
+
+def fcn8s_2014_deploy(size: Size = FCN_DEPLOY_SIZE) -> caffe.proto.caffe_pb2.NetParameter:
+    return fcn8s_deploy(size, "2014")
 
 
 def fcn8s_train_val(train: bool, dataset: str, root: str, split: str,

@@ -5,7 +5,9 @@ from which ``caffe train -solver stage1_solver.prototxt`` is run.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from deconvnet.recipes import PAPER_WEIGHT_DECAY, RELEASE, Recipe
 
 from caffe.proto import caffe_pb2
 
@@ -18,7 +20,7 @@ class Schedule:
     stepsize: int
     base_lr: float = 0.01
     momentum: float = 0.9
-    weight_decay: float = 0.0005
+    weight_decay: float = PAPER_WEIGHT_DECAY  # as written into the solver (see stage_schedule)
     gamma: float = 0.1
     batch_size: int = 8   # per forward pass
     iter_size: int = 8    # 8 x 8 = the paper's mini-batch of 64
@@ -30,6 +32,23 @@ class Schedule:
 
 STAGE1 = Schedule(max_iter=20000, stepsize=9000)
 STAGE2 = Schedule(max_iter=40000, stepsize=10000)
+
+# Why a solver's weight_decay may not read 0.0005 (see deconvnet/recipes.py).
+DECAY_NOTE = {
+    "release": "# weight_decay = 0.0005 / iter_size: the authors' 2015 Caffe added decay x W to the gradient\n"
+               "# summed over iter_size passes and then scaled by lr / iter_size; this Caffe averages the\n"
+               "# passes first and then adds decay x W, so this value gives the released update exactly.\n",
+    "bvlc": "# weight_decay = 0.0005 under this Caffe's rule (average the passes, then add decay x W):\n"
+            "# the paper's text taken literally.\n",
+}
+
+
+def stage_schedule(stage: int, recipe: Recipe = RELEASE) -> Schedule:
+    """Stage 1's or stage 2's schedule under a recipe: its batch per pass,
+    the iter_size that makes 64, and the weight decay for its rule."""
+    base = {1: STAGE1, 2: STAGE2}[stage]
+    return replace(base, batch_size=recipe.batch_per_pass, iter_size=recipe.iter_size,
+                   weight_decay=recipe.solver_weight_decay(recipe.iter_size))
 
 
 def deconvnet_solver(train_net: str, test_net: str, snapshot_prefix: str,

@@ -1,0 +1,115 @@
+"""Every choice on which the paper's text and the authors' released code
+differ, in one place, as two frozen recipes (docs/REPRODUCE.md, "Paper and
+release": one row per field, with the sentence, the release's file and
+line, and the expected effect).
+
+- ``release``: what produced the published numbers; every tool's default.
+- ``paper``: the paper's text taken literally.
+
+Tools take ``--recipe release|paper``; their single flags (``--min-box-side``,
+``--ensemble``, ...) override one field of it (``Recipe.with_overrides``).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+# The paper's weight decay (docs/PAPER.md, section 3).
+PAPER_WEIGHT_DECAY = 0.0005
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    # How weight decay meets gradient accumulation. "release": the authors'
+    # 2015 Caffe added decay x W to the gradient summed over iter_size
+    # passes, then scaled the sum by lr / iter_size, so the effective decay
+    # was decay / iter_size. "bvlc": the Caffe we build averages the passes
+    # first, then adds decay x W.
+    weight_decay_rule: str
+    # Examples per forward pass, so per BatchNorm statistics; the mini-batch
+    # of 64 is reached by iter_size = 64 / batch_per_pass.
+    batch_per_pass: int
+    # Edge Boxes' edges: "structured" (the structured-edge forest, falling
+    # back to gradient edges with a warning when its model is missing) or
+    # "gradient".
+    edges: str
+    # Proposals whose shorter side is below this are skipped at test time ...
+    min_box_side: float
+    # ... measured on the "enlarged" (1.2x) box or on the "proposal" itself.
+    box_side_of: str
+    # DeconvNet + FCN-8s: "mean" of probabilities or "product" of scores.
+    ensemble: str
+    # The FCN-8s partner: "2014" (fcn-8s-pascal, 62.2 on test) or "heavy".
+    fcn_variant: str
+    # Stage-1 void pixels: "ignore" (kept as 255) or "background".
+    stage1_void: str
+    # Learning-rate rule: "step" (the solvers' steps) or "plateau".
+    lr_policy: str
+    # Plateau rule: what validation measures, and how many validations
+    # without improvement cut the rate by 10.
+    plateau_metric: str
+    patience: int
+
+    def solver_weight_decay(self, iter_size: int) -> float:
+        """The ``weight_decay`` to write into a BVLC Caffe solver with this
+        ``iter_size`` so that the update follows this recipe's rule."""
+        if self.weight_decay_rule == "release":
+            return PAPER_WEIGHT_DECAY / iter_size
+        if self.weight_decay_rule == "bvlc":
+            return PAPER_WEIGHT_DECAY
+        raise ValueError(f"weight_decay_rule must be release or bvlc, not {self.weight_decay_rule!r}")
+
+    @property
+    def iter_size(self) -> int:
+        return 64 // self.batch_per_pass
+
+    def with_overrides(self, **values: Any) -> Recipe:
+        """This recipe with the fields given (not None) replaced."""
+        given = {k: v for k, v in values.items() if v is not None}
+        unknown = set(given) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"not recipe fields: {sorted(unknown)}")
+        return replace(self, **given) if given else self
+
+
+RELEASE = Recipe(
+    name="release", weight_decay_rule="release", batch_per_pass=8, edges="structured",
+    min_box_side=112, box_side_of="enlarged", ensemble="product", fcn_variant="2014",
+    stage1_void="ignore", lr_policy="step", plateau_metric="pixel_accuracy", patience=3)
+
+PAPER = Recipe(
+    name="paper", weight_decay_rule="bvlc", batch_per_pass=64, edges="structured",
+    min_box_side=0, box_side_of="enlarged", ensemble="mean", fcn_variant="2014",
+    stage1_void="background", lr_policy="plateau", plateau_metric="pixel_accuracy", patience=3)
+
+RECIPES = {r.name: r for r in (RELEASE, PAPER)}
+CHOICES = dict(weight_decay_rule=("release", "bvlc"), edges=("structured", "gradient"),
+               box_side_of=("enlarged", "proposal"), ensemble=("mean", "product"),
+               fcn_variant=("2014", "heavy"), stage1_void=("ignore", "background"),
+               lr_policy=("step", "plateau"), plateau_metric=("pixel_accuracy", "mean_iou"))
+
+
+def add_recipe_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default="release",
+                        help="release (default): what produced the paper's numbers; paper: its text taken "
+                             "literally (docs/REPRODUCE.md, 'Paper and release'); single flags override one "
+                             "field")
+
+
+def add_field_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *names: str,
+                      help: dict[str, str] | None = None) -> None:
+    """One flag per recipe field, defaulting to None (the recipe's value)."""
+    kinds = {f.name: f.type for f in fields(Recipe)}
+    for name in names:
+        kind = {"float": float, "int": int}.get(str(kinds[name]), str)
+        text = (help or {}).get(name, "")
+        values = " / ".join(f"{r}: {getattr(RECIPES[r], name)}" for r in RECIPES)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, choices=CHOICES.get(name),
+                            help=f"{text} (default from --recipe; {values})".strip())
+
+
+def recipe_from_args(args: argparse.Namespace, *names: str) -> Recipe:
+    """The --recipe with the field flags ``names`` that were given laid over it."""
+    return RECIPES[args.recipe].with_overrides(**{n: getattr(args, n) for n in names})
