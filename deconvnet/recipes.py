@@ -19,6 +19,16 @@ from typing import Any
 PAPER_WEIGHT_DECAY = 0.0005
 
 
+def solver_weight_decay(rule: str, iter_size: int) -> float:
+    """The ``weight_decay`` to write into a BVLC Caffe solver with this
+    ``iter_size`` so that its update follows ``rule`` (see Recipe)."""
+    if rule == "release":
+        return PAPER_WEIGHT_DECAY / iter_size
+    if rule == "bvlc":
+        return PAPER_WEIGHT_DECAY
+    raise ValueError(f"weight decay rule must be release or bvlc, not {rule!r}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -53,13 +63,7 @@ class Recipe:
     patience: int
 
     def solver_weight_decay(self, iter_size: int) -> float:
-        """The ``weight_decay`` to write into a BVLC Caffe solver with this
-        ``iter_size`` so that the update follows this recipe's rule."""
-        if self.weight_decay_rule == "release":
-            return PAPER_WEIGHT_DECAY / iter_size
-        if self.weight_decay_rule == "bvlc":
-            return PAPER_WEIGHT_DECAY
-        raise ValueError(f"weight_decay_rule must be release or bvlc, not {self.weight_decay_rule!r}")
+        return solver_weight_decay(self.weight_decay_rule, iter_size)
 
     @property
     def iter_size(self) -> int:

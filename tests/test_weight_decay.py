@@ -95,3 +95,28 @@ def test_stage_schedules(stage):
     release, paper = stage_schedule(stage, RELEASE), stage_schedule(stage, PAPER)
     assert (release.batch_size, release.iter_size, release.weight_decay) == (8, 8, pytest.approx(6.25e-5))
     assert (paper.batch_size, paper.iter_size, paper.weight_decay) == (64, 1, pytest.approx(5e-4))
+
+
+@pytest.mark.parametrize("rule, expected", [("release", 0.0005 / 8), ("bvlc", 0.0005), (None, 0.0005 / 8)])
+def test_train_tool_rewrites_the_decay_for_its_rule(caffe, tmp_path, rule, expected):
+    """tools/train.py passes the recipe's rule; the committed solver has iter_size 8."""
+    from deconvnet.common.cli import PROTOTXT
+    from deconvnet.train.trainer import StageConfig, prepare_solver
+
+    config = StageConfig(solver=PROTOTXT / "stage1_solver.prototxt", run_dir=tmp_path, weight_decay_rule=rule)
+    _, param = prepare_solver(config)
+    assert param.iter_size == 8 and param.weight_decay == pytest.approx(expected)
+
+
+def test_recipe_flags_override_single_fields():
+    import argparse
+
+    from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
+
+    parser = argparse.ArgumentParser()
+    add_recipe_option(parser)
+    add_field_options(parser, "weight_decay_rule", "min_box_side")
+    recipe = recipe_from_args(parser.parse_args(["--recipe", "paper", "--min-box-side", "50"]),
+                              "weight_decay_rule", "min_box_side")
+    assert (recipe.name, recipe.min_box_side, recipe.weight_decay_rule, recipe.ensemble) == ("paper", 50, "bvlc", "mean")
+    assert recipe_from_args(parser.parse_args([]), "weight_decay_rule", "min_box_side") == RELEASE

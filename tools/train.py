@@ -3,9 +3,18 @@
 stage 1 on object-centred crops from VGG16-initialised weights, then stage 2
 on proposal crops from stage 1's final weights.
 
+The recipe (--recipe release, the default, or paper; docs/REPRODUCE.md)
+decides what the paper and the authors' release disagree on; single flags
+override it:
+
   --lr-policy step     the authors' released steps, as in the solver files
+                       (release recipe)
   --lr-policy plateau  the paper's rule: divide the rate by 10 when validation
-                       mIoU has not improved for --patience validations
+                       --plateau-metric has not improved for --patience
+                       validations (paper recipe: pixel accuracy, 3)
+  --weight-decay-rule  release: the solver's weight_decay becomes
+                       0.0005 / iter_size, the authors' 2015 update under this
+                       Caffe; bvlc: 0.0005 (paper recipe)
 
 Validation runs the solver's test net (held-out crops) every --val-interval
 iterations and reports mean IoU. The best snapshot (best.caffemodel) and the
@@ -21,7 +30,10 @@ import sys
 from pathlib import Path
 
 from deconvnet.common.cli import PROTOTXT, ROOT, add_options, options_from_args, setup_logging
+from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, finished_model
+
+RECIPE_FIELDS = ("lr_policy", "patience", "plateau_metric", "weight_decay_rule")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +46,16 @@ def main(argv: list[str] | None = None) -> int:
                              "stage 2 alone: stage 1's final model)")
     parser.add_argument("--run-dir", type=Path, default=ROOT / "runs" / "train",
                         help="stage folders go inside (default runs/train)")
-    add_options(parser, StageConfig)
+    add_options(parser, StageConfig, skip=("lr_policy", "patience"))
+    add_recipe_option(parser)
+    add_field_options(parser, *RECIPE_FIELDS, help=dict(
+        lr_policy="step: the solver's steps; plateau: divide by 10 after --patience validations without "
+                  "improvement", patience="plateau: validations without improvement before a cut",
+        plateau_metric="plateau: what validation must improve", weight_decay_rule="see above"))
     parser.add_argument("--min-free-gb", type=float, help="stop when less disk is free (default: 2 snapshots)")
     args = parser.parse_args(argv)
     setup_logging()
+    recipe = recipe_from_args(args, *RECIPE_FIELDS)
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]
     weights = args.weights
     for stage in stages:
@@ -48,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
             weights = done
             continue
         config = options_from_args(
-            StageConfig, args, solver=args.solver1 if stage == 1 else args.solver2, run_dir=run_dir,
+            StageConfig, args, skip=("lr_policy", "patience"), lr_policy=recipe.lr_policy,
+            patience=recipe.patience, plateau_metric=recipe.plateau_metric,
+            weight_decay_rule=recipe.weight_decay_rule,
+            solver=args.solver1 if stage == 1 else args.solver2, run_dir=run_dir,
             weights=weights, min_free_bytes=int(args.min_free_gb * 2**30) if args.min_free_gb else None)
         try:
             weights = Trainer(config).train()

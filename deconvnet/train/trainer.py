@@ -30,6 +30,7 @@ from deconvnet.common.cli import option
 from deconvnet.common.constants import NUM_CLASSES
 from deconvnet.common.machine import use_device
 from deconvnet.eval.scoring import confusion, scores
+from deconvnet.recipes import solver_weight_decay
 
 import caffe
 from caffe.proto import caffe_pb2
@@ -56,6 +57,11 @@ class StageConfig:
                             help="step: the solver's steps; plateau: divide the rate by 10 after "
                                  "--patience validations without improvement (the paper's rule)")
     patience: int = option(3, help="plateau: validations without improvement before a cut")
+    plateau_metric: str = option("mean_iou", cli=False,
+                                 help="what must improve: mean_iou or pixel_accuracy (also picks best.caffemodel)")
+    weight_decay_rule: str | None = option(None, cli=False,
+                                           help="release or bvlc: rewrite the solver's weight_decay for that "
+                                                "rule and its iter_size (deconvnet/recipes.py); None keeps it")
     val_interval: int | None = option(None, help="iterations between validations, 0 for none "
                                                  "(default: the solver's test_interval)")
     val_batches: int | None = option(None, help="batches per validation (default: the solver's test_iter)")
@@ -106,6 +112,12 @@ def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter
     param.snapshot_prefix = str(config.run_dir.resolve() / "snapshot")
     if config.max_iter is not None:
         param.max_iter = config.max_iter
+    if config.weight_decay_rule is not None:
+        decay = solver_weight_decay(config.weight_decay_rule, max(param.iter_size, 1))
+        if abs(decay - param.weight_decay) > 1e-12:
+            LOG.info("weight_decay %g -> %g (%s rule, iter_size %d)", param.weight_decay, decay,
+                     config.weight_decay_rule, param.iter_size)
+        param.weight_decay = decay
     if config.lr_policy == "plateau":
         param.lr_policy = "fixed"
     elif config.lr_policy != "step":
@@ -149,8 +161,8 @@ class Trainer:
         self.solver_path, self.param = prepare_solver(self.config)
         self.solver = caffe.get_solver(str(self.solver_path))
         self.log_path = config.run_dir / "log.jsonl"
-        self.state = dict(lr=self.param.base_lr, best_miou=None, best_iter=None, bad_validations=0,
-                          cuts=[])
+        self.state = dict(lr=self.param.base_lr, best_score=None, best_iter=None, bad_validations=0,
+                          cuts=[], metric=self.config.plateau_metric)
         resumed = self._resume()
         if not resumed and config.weights is not None:
             self.solver.net.copy_from(str(config.weights))
@@ -227,11 +239,13 @@ class Trainer:
     def run_validation(self) -> dict:
         result = self.validate_fn(self)
         it = self.solver.iter
-        miou = result["mean_iou"]
-        self._log(event="val", iter=it, val_miou=miou, val_pixel_accuracy=result.get("pixel_accuracy"))
-        improved = self.state["best_miou"] is None or miou > self.state["best_miou"] + 1e-6
+        score = result[self.config.plateau_metric]
+        self._log(event="val", iter=it, val_miou=result["mean_iou"],
+                  val_pixel_accuracy=result.get("pixel_accuracy"))
+        best = self.state.get("best_score")
+        improved = best is None or score > best + 1e-6
         if improved:
-            self.state.update(best_miou=miou, best_iter=it, bad_validations=0)
+            self.state.update(best_score=score, best_iter=it, bad_validations=0)
             self._mark_best(self.snapshot())
         else:
             self.state["bad_validations"] += 1
@@ -250,7 +264,8 @@ class Trainer:
         self.state["bad_validations"] = 0
         self.state["cuts"].append(self.solver.iter)
         self._log(event="lr_cut", iter=self.solver.iter, old_lr=old, lr=self.state["lr"])
-        LOG.info("validation mIoU has not improved: learning rate %g -> %g", old, self.state["lr"])
+        LOG.info("validation %s has not improved: learning rate %g -> %g", self.config.plateau_metric, old,
+                 self.state["lr"])
 
     def train(self) -> Path:
         """Runs to max_iter; returns the final caffemodel."""
