@@ -2,8 +2,12 @@
 requests and can cut a transfer short or serve the wrong bytes."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import json
+import random
+import re
 import subprocess
 import sys
 import tarfile
@@ -30,6 +34,7 @@ class Server:
         self.cuts_left = 0
         self.corrupt = False
         self.ranges: list[str | None] = []
+        self.payload = PAYLOAD
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,7 +42,7 @@ class Server:
                 pass
 
             def do_GET(self) -> None:
-                body = bytearray(PAYLOAD)
+                body = bytearray(server.payload)
                 if server.corrupt:
                     body[1000] ^= 0xFF
                 start = 0
@@ -156,4 +161,76 @@ def test_models_readme_lists_the_downloaded_weights_with_their_sums():
     table = (ROOT / "models" / "README.md").read_text()
     for asset in (a for a in ASSETS.values() if a.kind == "model"):
         row = next(line for line in table.splitlines() if f"`{asset.filename}`" in line)
-        assert f"tools/download.py {asset.name}" in row and f"sha1 `{asset.sha1}`" in row
+        assert f"tools/download.py {asset.name}" in row
+        assert (f"sha1 `{asset.sha1}`" if not asset.locked else "`downloads.lock.json`") in row
+
+
+# --- assets without a published checksum: the lock file ------------------------
+
+SED_PAYLOAD = gzip.compress(b"%YAML:1.0\noptions:\n   numberOfTrees: 8\n" + random.Random(0).randbytes(200_000))
+
+
+def sed_asset():
+    from deconvnet.data.download import ASSETS
+
+    return ASSETS["sed-model"]
+
+
+def test_locked_urls_are_pinned():
+    from deconvnet.data.download import ASSETS
+
+    sed = ASSETS["sed-model"].url
+    assert re.fullmatch(r"https://raw\.githubusercontent\.com/opencv/opencv_extra/[0-9a-f]{40}/"
+                        r"testdata/cv/ximgproc/model\.yml\.gz", sed)
+    assert ASSETS["fcn8s-pascal-2014"].url == "http://dl.caffe.berkeleyvision.org/fcn-8s-pascal.caffemodel"
+    assert all(ASSETS[n].locked and not (ASSETS[n].md5 or ASSETS[n].sha1) for n in ("sed-model", "fcn8s-pascal-2014"))
+
+
+def test_first_download_writes_the_lock_later_ones_must_match(server, tmp_path):
+    server.payload = SED_PAYLOAD
+    lock = tmp_path / "lock.json"
+    path = download(sed_asset(), tmp_path / "m", server.url, show_progress=False, lock_file=lock)
+    entry = json.loads(lock.read_text())["sed-model"]
+    assert entry == dict(url=server.url, size=len(SED_PAYLOAD), sha256=hashlib.sha256(SED_PAYLOAD).hexdigest())
+    # The same bytes again: accepted; the file on disk is checked against the lock too.
+    path.unlink()
+    download(sed_asset(), tmp_path / "m", server.url, show_progress=False, lock_file=lock)
+    path.write_bytes(gzip.compress(b"%YAML:1.0\nother\n"))
+    with pytest.raises(DownloadError, match="differs from the first verified copy"):
+        download(sed_asset(), tmp_path / "m", server.url, show_progress=False, lock_file=lock)
+    # Upstream serves other (valid-looking) bytes: refused, nothing left behind.
+    path.unlink()
+    server.payload = gzip.compress(b"%YAML:1.0\nchanged upstream\n")
+    with pytest.raises(DownloadError, match=f"recorded {len(SED_PAYLOAD)} bytes"):
+        download(sed_asset(), tmp_path / "m", server.url, show_progress=False, lock_file=lock)
+    assert not path.exists() and not path.with_name(path.name + ".part").exists()
+    assert json.loads(lock.read_text())["sed-model"] == entry
+
+
+def test_locked_download_resumes_and_checks_content(server, tmp_path):
+    server.payload = SED_PAYLOAD
+    server.cut_after, server.cuts_left = 50_000, 1
+    lock = tmp_path / "lock.json"
+    with pytest.raises(DownloadError):
+        download(sed_asset(), tmp_path, server.url, retries=0, show_progress=False, lock_file=lock)
+    assert not lock.exists()  # a partial file is never recorded
+    path = download(sed_asset(), tmp_path, server.url, retries=0, show_progress=False, lock_file=lock)
+    assert server.ranges[-1] == "bytes=50000-" and path.read_bytes() == SED_PAYLOAD
+    assert json.loads(lock.read_text())["sed-model"]["size"] == len(SED_PAYLOAD)
+    # A first download that is not a model is not recorded.
+    server.payload = b"<html>not found</html>"
+    with pytest.raises(DownloadError, match="not a complete gzip file"):
+        download(sed_asset(), tmp_path / "other", server.url, retries=0, show_progress=False,
+                 lock_file=tmp_path / "lock2.json")
+    assert not (tmp_path / "lock2.json").exists()
+
+
+def test_cli_sed_model_against_loopback(server, tmp_path):
+    server.payload = SED_PAYLOAD
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "download.py"), "sed-model",
+                             "--url", f"sed-model={server.url}", "--models", str(tmp_path),
+                             "--lock-file", str(tmp_path / "lock.json")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "sed_model.yml.gz").read_bytes() == SED_PAYLOAD
+    assert "sed-model" in json.loads((tmp_path / "lock.json").read_text())

@@ -5,10 +5,22 @@ verifying size and checksum. A file appears under its final name only when
 verified. Archives go to --data (and are unpacked there with --extract),
 weights to --models.
 
-  voc2012  VOCtrainval_11-May-2012.tar  -> data/VOCdevkit/VOC2012
-  sbd      benchmark.tgz                -> data/benchmark_RELEASE/dataset
-  vgg16    VGG_ILSVRC_16_layers.caffemodel
-  fcn8s    fcn8s-heavy-pascal.caffemodel
+  voc2012            VOCtrainval_11-May-2012.tar  -> data/VOCdevkit/VOC2012
+  sbd                benchmark.tgz                -> data/benchmark_RELEASE/dataset
+  vgg16              VGG_ILSVRC_16_layers.caffemodel
+  fcn8s              fcn8s-heavy-pascal.caffemodel (the public "heavy" FCN-8s)
+  fcn8s-pascal-2014  fcn-8s-pascal.caffemodel (the 2014 FCN-8s of the paper's
+                     ensemble; the release and paper recipes use it)
+  sed-model          sed_model.yml.gz (OpenCV's structured-edge model, from
+                     opencv_extra at a pinned commit; Edge Boxes use it when
+                     present)
+
+No checksum of the last two is published. Their first download that
+completes and passes a content check (a gzip YAML model; a caffemodel that
+parses) is recorded, size and sha256, in the lock file (--lock-file, default
+models/downloads.lock.json), and every later copy, downloaded again or found
+on disk, must match it; a mismatch stops with both values. Commit the lock
+file to pin what your group uses.
 """
 from __future__ import annotations
 
@@ -18,7 +30,7 @@ import sys
 from pathlib import Path
 
 from deconvnet.common.cli import MODELS, ROOT, setup_logging
-from deconvnet.data.download import ASSETS, DownloadError, download, extract
+from deconvnet.data.download import ASSETS, DEFAULT_LOCK_FILE, DownloadError, download, extract
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extract", action="store_true", help="unpack the dataset archives")
     parser.add_argument("--retries", type=int, default=3, help="resumed attempts after a failure")
     parser.add_argument("--timeout", type=float, default=60, help="seconds without data before giving up")
+    parser.add_argument("--lock-file", type=Path, default=DEFAULT_LOCK_FILE,
+                        help="sizes and sha256 of first downloads of assets without a published checksum "
+                             "(default models/downloads.lock.json)")
     args = parser.parse_args(argv)
     setup_logging()
     names = list(ASSETS) if "all" in args.assets else args.assets
@@ -48,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         asset = ASSETS[name]
         folder = args.models if asset.kind == "model" else args.data / "downloads"
         try:
-            path = download(asset, folder, urls.get(name), args.retries, args.timeout)
+            path = download(asset, folder, urls.get(name), args.retries, args.timeout, lock_file=args.lock_file)
             if args.extract and asset.kind == "data":
                 logging.info("unpacking %s into %s", path, args.data)
                 extract(path, args.data)

@@ -3,11 +3,18 @@
 A file is fetched into ``<name>.part`` (resumed with an HTTP Range request
 when one exists), its size and checksum are checked, and only then is it
 renamed to its final name. So a file under its final name is always whole.
+
+Some upstream files have no published checksum. For those (``locked``
+assets) the first download that completes and passes the asset's content
+check is recorded, size and sha256, in a lock file (``models/downloads.lock.json``
+by default), and every later copy, downloaded or found, must match it.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import http.client
+import json
 import logging
 import os
 import shutil
@@ -17,8 +24,12 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
+
+from deconvnet.common.atomic import atomic_path
+from deconvnet.common.cli import MODELS
 
 LOG = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -33,6 +44,13 @@ class Asset:
     md5: str | None = None
     sha1: str | None = None
     kind: str = "data"          # "data" (an archive) or "model"
+    locked: bool = False        # no published checksum: the lock file's rule
+    content: str = ""           # a CONTENT_CHECKS key, run before the first lock
+
+
+# The opencv_extra commit the structured-edge model is taken from.
+OPENCV_EXTRA_COMMIT = "4acb2734bc1f2100acc7f4921e4805da3929aef2"
+DEFAULT_LOCK_FILE = MODELS / "downloads.lock.json"
 
 
 ASSETS = {a.name: a for a in (
@@ -44,6 +62,13 @@ ASSETS = {a.name: a for a in (
           "VGG_ILSVRC_16_layers.caffemodel", sha1="9363e1f6d65f7dba68c4f27a1e62105cdf6c4e24", kind="model"),
     Asset("fcn8s", "http://dl.caffe.berkeleyvision.org/fcn8s-heavy-pascal.caffemodel",
           "fcn8s-heavy-pascal.caffemodel", sha1="c449ea74dd7d83751d1357d6a8c323fcf4038962", kind="model"),
+    # The FCN authors' original 2014 model, which the DeconvNet release ensembles with
+    # (its model/get_model.sh); 62.2 on VOC 2012 test.
+    Asset("fcn8s-pascal-2014", "http://dl.caffe.berkeleyvision.org/fcn-8s-pascal.caffemodel",
+          "fcn-8s-pascal.caffemodel", kind="model", locked=True, content="caffemodel"),
+    # OpenCV's structured-edge forest (Dollar and Zitnick), for Edge Boxes.
+    Asset("sed-model", f"https://raw.githubusercontent.com/opencv/opencv_extra/{OPENCV_EXTRA_COMMIT}/"
+          "testdata/cv/ximgproc/model.yml.gz", "sed_model.yml.gz", kind="model", locked=True, content="sed-model"),
 )}
 
 
@@ -70,6 +95,88 @@ def verify(path: Path, asset: Asset) -> None:
             got = file_digest(path, algorithm)
             if got != expected:
                 raise DownloadError(f"{path}: {algorithm} checksum mismatch (got {got}, expected {expected})")
+
+
+def _check_gzip_yaml(path: Path) -> None:
+    """A complete gzip stream of an OpenCV YAML file (the structured-edge model)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(64)
+            while f.read(CHUNK):  # to the end: gzip checks its CRC and length
+                pass
+    except (OSError, EOFError) as err:
+        raise DownloadError(f"{path}: not a complete gzip file ({err})") from err
+    if not head.startswith(b"%YAML"):
+        raise DownloadError(f"{path}: not an OpenCV YAML model (starts {head[:16]!r})")
+
+
+def _check_caffemodel(path: Path) -> None:
+    """Parses as a Caffe NetParameter with layers."""
+    from caffe.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    try:
+        net.ParseFromString(path.read_bytes())
+    except Exception as err:  # protobuf's DecodeError, or a truncated message
+        raise DownloadError(f"{path}: not a caffemodel ({err})") from err
+    if not (net.layer or net.layers):
+        raise DownloadError(f"{path}: not a caffemodel (no layers)")
+
+
+CONTENT_CHECKS: dict[str, Callable[[Path], None]] = {"sed-model": _check_gzip_yaml, "caffemodel": _check_caffemodel}
+
+
+def file_sha256(path: Path) -> str:
+    return file_digest(path, "sha256")
+
+
+class LockFile:
+    """Asset name -> {url, size, sha256} of its first verified download."""
+
+    def __init__(self, path: Path = DEFAULT_LOCK_FILE) -> None:
+        self.path = Path(path)
+
+    def entries(self) -> dict:
+        if not self.path.exists():
+            return {}
+        try:
+            return json.loads(self.path.read_text())
+        except ValueError as err:
+            raise DownloadError(f"{self.path}: unreadable lock file ({err}); fix or delete it") from err
+
+    def check(self, asset: Asset, path: Path) -> bool:
+        """True when ``path`` matches the recorded entry; False when there is
+        none; DownloadError on a mismatch."""
+        entry = self.entries().get(asset.name)
+        if entry is None:
+            return False
+        size = path.stat().st_size
+        digest = file_sha256(path)
+        if size != entry["size"] or digest != entry["sha256"]:
+            raise DownloadError(
+                f"{path}: {size} bytes, sha256 {digest}, but {self.path} recorded {entry['size']} bytes, "
+                f"sha256 {entry['sha256']} for {asset.name} (first downloaded from {entry['url']}). The file "
+                f"differs from the first verified copy; if upstream changed on purpose, delete the "
+                f"{asset.name!r} entry from {self.path} and download again")
+        return True
+
+    def record(self, asset: Asset, path: Path, url: str) -> None:
+        entries = self.entries()
+        entries[asset.name] = dict(url=url, size=path.stat().st_size, sha256=file_sha256(path))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+        LOG.info("%s: recorded size and sha256 in %s", asset.name, self.path)
+
+
+def _verify_locked(asset: Asset, path: Path, lock: LockFile, url: str) -> None:
+    """The lock file's rule: match the recorded copy, or pass the content
+    check and become the recorded copy."""
+    if lock.check(asset, path):
+        return
+    if asset.content:
+        CONTENT_CHECKS[asset.content](path)
+    lock.record(asset, path, url)
 
 
 def _fetch_once(url: str, part: Path, total: int | None, timeout: float, show: bool) -> None:
@@ -102,16 +209,21 @@ def _fetch_once(url: str, part: Path, total: int | None, timeout: float, show: b
 
 
 def download(asset: Asset, dest_dir: Path, url: str | None = None, retries: int = 3,
-             timeout: float = 60, show_progress: bool = True) -> Path:
-    """Fetches asset into dest_dir (resuming a .part file) and verifies it."""
+             timeout: float = 60, show_progress: bool = True, lock_file: Path | None = None) -> Path:
+    """Fetches asset into dest_dir (resuming a .part file) and verifies it:
+    against its fixed size and checksums, or, for a locked asset, against
+    the lock file (default models/downloads.lock.json)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     final = dest_dir / asset.filename
+    lock = LockFile(lock_file or DEFAULT_LOCK_FILE)
+    url = url or asset.url
     if final.exists():
         verify(final, asset)
+        if asset.locked:
+            _verify_locked(asset, final, lock, url)
         LOG.info("%s: already downloaded and verified", final)
         return final
     part = final.with_name(final.name + ".part")
-    url = url or asset.url
     for attempt in range(retries + 1):
         try:
             _fetch_once(url, part, asset.size, timeout, show_progress)
@@ -123,6 +235,8 @@ def download(asset: Asset, dest_dir: Path, url: str | None = None, retries: int 
             LOG.warning("%s: %s; resuming (attempt %d of %d)", asset.name, err, attempt + 2, retries + 1)
     try:
         verify(part, asset)
+        if asset.locked:
+            _verify_locked(asset, part, lock, url)
     except DownloadError:
         part.unlink()  # a complete but wrong file cannot be resumed into a right one
         raise
