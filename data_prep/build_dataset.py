@@ -7,6 +7,12 @@ Stage 2: edge-box proposals overlapping an instance's box with IoU >= 0.5,
 enlarged the same way; the label keeps every class.
 Both: classes balanced by repetition (an index; crops are stored once).
 
+Proposals (stage 2) come from Edge Boxes on structured edges when
+models/sed_model.yml.gz exists (tools/download.py sed-model) or --edge-model
+names one, else on gradient edges with a warning; the manifest records
+which. --recipe (release, the default, or paper; docs/REPRODUCE.md) decides
+stage 1's void pixels and the edges; --stage1-void and --edges override.
+
 An interrupted build resumes when rerun with the same arguments; the output
 folder appears only when complete. See docs/DATASETS.md for the format.
 """
@@ -20,21 +26,31 @@ import sys
 from deconvnet.common.cli import add_options, options_from_args, setup_logging
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.crop_db import CropDBError
-from deconvnet.data.proposals import EdgeBoxParams
+from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, resolve_edges
 from deconvnet.data.voc import DatasetError
+from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
+
+RECIPE_FIELDS = ("stage1_void", "edges")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(parser, BuildConfig)
-    parser.add_argument("--edge-model", default="", help="structured-edge model.yml.gz (default: gradient edges)")
+    parser.add_argument("--edge-model", default="",
+                        help="structured-edge model.yml.gz (default: models/sed_model.yml.gz if present)")
+    add_recipe_option(parser)
+    add_field_options(parser, *RECIPE_FIELDS, help=dict(
+        stage1_void="stage 1: VOC void pixels stay void (ignore) or become background",
+        edges="stage 2: Edge Boxes on structured edges (falls back to gradient edges when the model is missing)"))
     args = parser.parse_args(argv)
     setup_logging()
-    config = options_from_args(BuildConfig, args, edge_params=EdgeBoxParams(max_boxes=args.max_proposals,
-                                                                            edge_model=args.edge_model))
+    recipe = recipe_from_args(args, *RECIPE_FIELDS)
     try:
+        edge_model = resolve_edges(recipe.edges, args.edge_model) if args.stage == 2 else ""
+        config = options_from_args(BuildConfig, args, stage1_void=recipe.stage1_void, recipe=recipe.name,
+                                   edge_params=EdgeBoxParams(max_boxes=args.max_proposals, edge_model=edge_model))
         manifest = build(config)
-    except (DatasetError, CropDBError) as err:
+    except (DatasetError, CropDBError, EdgeModelError) as err:
         logging.error("build_dataset: %s", err)
         return 1
     summary = {k: manifest[k] for k in ("images", "unique_records", "index_length", "skipped_count",

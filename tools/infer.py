@@ -4,10 +4,21 @@
 run in batches; score maps pasted back and aggregated (max, Eq. 1, or sum,
 Eq. 2); softmax; optionally the FCN-8s ensemble and a dense CRF.
 
-Ensembles: --ensemble mean is the paper's method (average DeconvNet's and
-FCN-8s's probability maps, then CRF); --ensemble product is what the
-authors' released code did (aggregated DeconvNet scores times max(0, FCN-8s
-scores), then softmax, then CRF).
+--recipe (release, the default, or paper; docs/REPRODUCE.md) decides what
+the paper and the authors' release disagree on; single flags override it:
+
+  --min-box-side, --box-side-of  release: skip proposals whose enlarged box
+                 has a side under 112 px (the whole image when none is left);
+                 paper: no minimum
+  --ensemble     release: product (aggregated DeconvNet scores times
+                 max(0, FCN-8s scores), then softmax, then CRF); paper: mean
+                 (average of the two probability maps, then CRF)
+  --fcn-variant  both: 2014 (fcn-8s-pascal.caffemodel, the paper's FCN-8s, with
+                 prototxt/fcn8s_2014_deploy.prototxt); heavy: fcn8s-heavy-pascal
+  --edges        both: structured (models/sed_model.yml.gz, or --edge-model;
+                 gradient edges with a warning when missing)
+
+The settings used (recipe, edges, models) are written to <out>/run.json.
 
 Outputs under --out: labels/<id>.png (VOC palette, values 0..20), with
 --save-probs probs/<id>.npy (float16, 21xHxW), with --overlays
@@ -18,21 +29,28 @@ Images whose label PNG exists are skipped (--overwrite redoes them).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
 
+from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import PROTOTXT, add_options, options_from_args, setup_logging
 from deconvnet.common.machine import use_device
-from deconvnet.data.proposals import EdgeBoxParams, ProposalCache
+from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, ProposalCache, edges_record, resolve_edges
 from deconvnet.data.voc import DatasetError, read_image, read_split
 from deconvnet.infer.crf import CRFParams
 from deconvnet.infer.models import DeconvNetModel, FCNModel
 from deconvnet.infer.outputs import SUBMISSION_DIR, overlay, submission_archive, write_labels, write_png, write_probs
 from deconvnet.infer.pipeline import Pipeline, Timings
+from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
+
+RECIPE_FIELDS = ("min_box_side", "box_side_of", "ensemble", "fcn_variant", "edges")
+FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT / "fcn8s_deploy.prototxt"}
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff"}
 
@@ -52,6 +70,22 @@ def gather_inputs(args) -> list[tuple[str, Path]]:
     return items
 
 
+def write_run_record(path: Path, record: dict) -> None:
+    """What this run used; a different earlier record in the same folder is
+    named in a warning, since its labels were made with other settings."""
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+        if old is not None and old != record:
+            logging.warning("infer: %s records other settings than this run's; labels already in %s keep "
+                            "theirs (--overwrite redoes them)", path, path.parent / "labels")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="*", type=Path, help="image files or folders")
@@ -62,20 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_deploy.prototxt")
     p.add_argument("--weights", type=Path, required=True, help="DeconvNet caffemodel")
     p.add_argument("--top-k", type=int, default=50, help="proposals per image (default 50)")
-    p.add_argument("--min-box-side", type=float, default=0,
-                   help="skip proposals whose shorter side is below this; the authors used 112 (default 0)")
     p.add_argument("--batch", type=int, default=50,
                    help="proposals per forward pass (default 50: one image; on CPU use 10, 50 need over 24 GiB)")
     p.add_argument("--aggregate", choices=("max", "sum"), default="max", help="Eq. 1 max (default) or Eq. 2 sum")
     p.add_argument("--proposal-cache", type=Path, help="default: <out>/proposals")
-    p.add_argument("--edge-model", default="", help="structured-edge model.yml.gz (default: gradient edges)")
+    p.add_argument("--edge-model", default="",
+                   help="structured-edge model.yml.gz (default: models/sed_model.yml.gz if present)")
+    add_recipe_option(p)
+    add_field_options(p, "min_box_side", "box_side_of", "edges", help=dict(
+        min_box_side="skip proposals whose shorter side is below this", box_side_of="the box that side is "
+        "measured on: enlarged (1.2x, cropped) or proposal", edges="Edge Boxes' edges"))
     crf = p.add_argument_group("dense CRF")
     crf.add_argument("--crf", action="store_true", help="apply the fully connected CRF")
     add_options(crf, CRFParams, prefix="crf-")
     ens = p.add_argument_group("FCN-8s ensemble")
     ens.add_argument("--fcn-weights", type=Path, help="FCN-8s caffemodel: enables the ensemble")
-    ens.add_argument("--fcn-model", type=Path, default=PROTOTXT / "fcn8s_deploy.prototxt")
-    ens.add_argument("--ensemble", choices=("mean", "product"), default="mean")
+    ens.add_argument("--fcn-model", type=Path, help="FCN-8s deploy prototxt (default: the --fcn-variant's)")
+    add_field_options(ens, "ensemble", "fcn_variant", help=dict(
+        ensemble="mean of probabilities or product of scores", fcn_variant="the FCN-8s partner's layout"))
     out = p.add_argument_group("outputs")
     out.add_argument("--save-probs", action="store_true", help="write float16 probability maps")
     out.add_argument("--overlays", action="store_true", help="write overlay PNGs")
@@ -96,13 +134,24 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             logging.error("infer: %s %s not found", what, path)
             return 2
+    recipe = recipe_from_args(args, *RECIPE_FIELDS)
+    fcn_model = args.fcn_model or FCN_DEPLOY[recipe.fcn_variant]
+    try:
+        edge_params = EdgeBoxParams(edge_model=resolve_edges(recipe.edges, args.edge_model))
+    except EdgeModelError as err:
+        logging.error("infer: %s", err)
+        return 2
     use_device(args.gpu)
-    fcn = FCNModel(args.fcn_model, args.fcn_weights) if args.fcn_weights else None
+    fcn = FCNModel(fcn_model, args.fcn_weights) if args.fcn_weights else None
     crf = options_from_args(CRFParams, args, prefix="crf-") if args.crf else None
     pipeline = Pipeline(DeconvNetModel(args.model, args.weights, args.batch), args.top_k,
-                        args.min_box_side, args.aggregate, crf, fcn, args.ensemble)
-    proposals = ProposalCache(args.proposal_cache or args.out / "proposals",
-                              EdgeBoxParams(edge_model=args.edge_model))
+                        recipe.min_box_side, recipe.box_side_of, args.aggregate, crf, fcn, recipe.ensemble)
+    proposals = ProposalCache(args.proposal_cache or args.out / "proposals", edge_params)
+    write_run_record(args.out / "run.json", dict(
+        recipe=asdict(recipe), proposals=dict(edges_record(edge_params), top_k=args.top_k),
+        model=str(args.model), weights=str(args.weights), aggregate=args.aggregate, crf=crf is not None,
+        fcn=dict(variant=recipe.fcn_variant, model=str(fcn_model), weights=str(args.fcn_weights))
+        if fcn else None))
     failures: list[str] = []
     done = skipped = 0
     totals = Timings()

@@ -18,7 +18,7 @@ from deconvnet.data import crops
 from deconvnet.data.balance import balanced_index, class_histogram
 from deconvnet.data.crop_db import CropDBWriter, encode_record
 from deconvnet.data.image_sets import ImageRef, ImageSource
-from deconvnet.data.proposals import EdgeBoxParams, ProposalCache
+from deconvnet.data.proposals import EdgeBoxParams, ProposalCache, edges_record
 from deconvnet.data.voc import AnnotationFormatError, DatasetError
 
 LOG = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class BuildConfig:
     limit: int | None = option(None, help="only the first N images")
     commit_every: int = option(20, help="images per LMDB transaction")
     proposal_cache: Path | None = option(None, help="default: <out>/../proposals")
+    stage1_void: str = option("ignore", cli=False, help="stage 1: VOC void pixels stay void or become background")
+    recipe: str = option("release", cli=False, help="the recipe the tool resolved (recorded in the manifest)")
     edge_params: EdgeBoxParams = option(cli=False, default_factory=EdgeBoxParams)
 
     def params(self) -> dict[str, Any]:
@@ -58,6 +60,7 @@ class BuildConfig:
         params["voc_root"] = str(self.voc_root) if self.voc_root else None
         params["sbd_root"] = str(self.sbd_root) if self.sbd_root else None
         params["edge_params"] = asdict(self.edge_params) if self.stage == 2 else None
+        params["stage1_void"] = self.stage1_void if self.stage == 1 else None
         return params
 
 
@@ -100,7 +103,7 @@ def process_image(ref: ImageRef) -> tuple[list[tuple[bytes, int]], dict | None, 
         return [], dict(image=name, reason=reason), 0.0
     proposal_seconds = 0.0
     if config.stage == 1:
-        examples = crops.stage1_examples(image, class_map, instances, config.stored_size)
+        examples = crops.stage1_examples(image, class_map, instances, config.stored_size, config.stage1_void)
     else:
         start = time.perf_counter()
         boxes, _ = _WORKER["proposals"].get(f"{ref.source}_{ref.image_id}", image)
@@ -159,7 +162,8 @@ def build(config: BuildConfig) -> dict[str, Any]:
         class_counts_after={CLASSES[c]: int(n) for c, n in enumerate(after) if n},
         skipped=skipped, skipped_count=len(skipped),
         bytes_per_example=writer.bytes_written / max(len(classes), 1),
-        proposal_seconds=proposal_seconds, build_seconds=time.time() - started,
+        proposal_seconds=proposal_seconds, build_seconds=time.time() - started, recipe=config.recipe,
+        edges=edges_record(config.edge_params) if config.stage == 2 else None,
     )
     writer.finish(index, manifest)
     LOG.info("wrote %s: %d unique crops, %d in the balanced index, %d images skipped",

@@ -64,15 +64,20 @@ def crop_example(image: np.ndarray, label: np.ndarray, box, size: int = STORED_S
 
 
 def stage1_examples(image: np.ndarray, class_map: np.ndarray, instances: list[Instance],
-                    size: int = STORED_SIZE) -> list[Example]:
+                    size: int = STORED_SIZE, void: str = "ignore") -> list[Example]:
     """One example per instance: its pixels keep its class, other objects
-    become background, void stays void."""
+    become background; VOC's void pixels stay void ("ignore", the release's)
+    or become background too ("background", the paper's text). Padding
+    beyond the image is void either way: there is no pixel to label."""
+    if void not in ("ignore", "background"):
+        raise ValueError(f"stage-1 void must be ignore or background, not {void!r}")
     examples = []
     for inst in instances:
         if not inst.mask.any():
             continue
         box = enlarge(tight_box(inst.mask))
-        label = np.where(inst.mask, inst.cls, np.where(class_map == VOID, VOID, 0)).astype(np.uint8)
+        others = np.where(class_map == VOID, VOID, 0) if void == "ignore" else 0
+        label = np.where(inst.mask, inst.cls, others).astype(np.uint8)
         img, lab = crop_example(image, label, box, size)
         examples.append(Example(img, lab, box, inst.cls))
     return examples

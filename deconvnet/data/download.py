@@ -11,7 +11,6 @@ by default), and every later copy, downloaded or found, must match it.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import http.client
 import json
@@ -99,15 +98,12 @@ def verify(path: Path, asset: Asset) -> None:
 
 def _check_gzip_yaml(path: Path) -> None:
     """A complete gzip stream of an OpenCV YAML file (the structured-edge model)."""
+    from deconvnet.data.proposals import EdgeModelError, check_sed_file
+
     try:
-        with gzip.open(path, "rb") as f:
-            head = f.read(64)
-            while f.read(CHUNK):  # to the end: gzip checks its CRC and length
-                pass
-    except (OSError, EOFError) as err:
-        raise DownloadError(f"{path}: not a complete gzip file ({err})") from err
-    if not head.startswith(b"%YAML"):
-        raise DownloadError(f"{path}: not an OpenCV YAML model (starts {head[:16]!r})")
+        check_sed_file(path)
+    except EdgeModelError as err:
+        raise DownloadError(str(err)) from err
 
 
 def _check_caffemodel(path: Path) -> None:

@@ -1,8 +1,10 @@
 """Edge-box object proposals (Zitnick and Dollar 2014) with OpenCV contrib.
 
-Edges come from the structured-edge model when its ``model.yml.gz`` is given
-(no package ships it); otherwise from Sobel gradients thinned by a Canny mask,
-with the orientation taken from the gradients. Thinning matters: on a real
+Edges come from the structured-edge model (``models/sed_model.yml.gz``,
+fetched by ``tools/download.py sed-model``; no package ships it) when the
+recipe asks for structured edges and the model is there; otherwise from
+Sobel gradients thinned by a Canny mask, with the orientation taken from the
+gradients (``resolve_edges`` decides, with a one-line warning on a fallback). Thinning matters: on a real
 VOC photo unthinned gradients made EdgeBoxes take 16 s, thinned about 0.7 s.
 
 Boxes are float32 (N, 4) rows ``x1, y1, x2, y2`` in pixels, end exclusive,
@@ -10,6 +12,7 @@ sorted by objectness score (N,), best first.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -21,8 +24,21 @@ import cv2
 import numpy as np
 
 from deconvnet.common.atomic import atomic_path
+from deconvnet.common.cli import MODELS
 
 LOG = logging.getLogger(__name__)
+DEFAULT_SED_MODEL = MODELS / "sed_model.yml.gz"
+# What OpenCV's StructuredEdgeDetection reads from the model (it divides by
+# some of these without checking them: a zero tree count is a SIGFPE).
+SED_OPTIONS = ("stride", "shrinkNumber", "patchSize", "patchInnerSize", "numberOfGradientOrientations",
+               "gradientSmoothingRadius", "regFeatureSmoothingRadius", "ssFeatureSmoothingRadius",
+               "gradientNormalizationRadius", "selfsimilarityGridSize", "numberOfTrees", "numberOfTreesToEvaluate")
+SED_POSITIVE = ("stride", "shrinkNumber", "patchSize", "numberOfTrees", "numberOfTreesToEvaluate")
+SED_ARRAYS = ("childs", "featureIds", "thresholds", "edgeBoundaries", "edgeBins")
+
+
+class EdgeModelError(Exception):
+    """A structured-edge model file that cannot be used; names the file."""
 
 
 @dataclass(frozen=True)
@@ -53,15 +69,84 @@ def gradient_edges(image: np.ndarray, params: EdgeBoxParams) -> tuple[np.ndarray
     return edges, orientation
 
 
+def check_sed_file(path: Path) -> None:
+    """A complete gzip stream holding an OpenCV YAML file."""
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(64)
+            while f.read(1 << 20):  # to the end: gzip checks its CRC and length
+                pass
+    except (OSError, EOFError) as err:
+        raise EdgeModelError(f"{path}: not a complete gzip file ({err})") from err
+    if not head.startswith(b"%YAML"):
+        raise EdgeModelError(f"{path}: not an OpenCV YAML file (starts {head[:16]!r})")
+
+
+def check_sed_model(path: Path) -> None:
+    """Raises EdgeModelError, naming the file, unless ``path`` is a
+    structured-edge model OpenCV can load without crashing: the file, the
+    options it reads, and one array per tree."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeModelError(f"structured-edge model {path} not found (fetch it with tools/download.py sed-model)")
+    check_sed_file(path)
+    try:
+        storage = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
+    except Exception as err:  # cv2.error, raised as a SystemError by the bindings
+        raise EdgeModelError(f"{path}: unreadable structured-edge model ({err})") from err
+    try:
+        options = storage.getNode("options")
+        missing = [k for k in SED_OPTIONS if options.getNode(k).empty()]
+        missing += [k for k in SED_ARRAYS if storage.getNode(k).empty() or storage.getNode(k).size() == 0]
+        if missing:
+            raise EdgeModelError(f"{path}: not a structured-edge model (missing {', '.join(missing)})")
+        bad = [k for k in SED_POSITIVE if options.getNode(k).real() < 1]
+        if bad:
+            raise EdgeModelError(f"{path}: not a structured-edge model ({', '.join(bad)} below 1)")
+        trees = int(options.getNode("numberOfTrees").real())
+        if storage.getNode("childs").size() != trees:
+            raise EdgeModelError(f"{path}: not a structured-edge model ({storage.getNode('childs').size()} "
+                                 f"child arrays for {trees} trees)")
+    finally:
+        storage.release()
+
+
+def resolve_edges(edges: str, model: str | Path | None = None, default: Path | None = None) -> str:
+    """The ``edge_model`` of EdgeBoxParams for a recipe's ``edges``: a checked
+    structured-edge model, or "" for gradient edges. An explicit ``model``
+    must be usable; a missing default falls back to gradient edges with a
+    warning; a broken one raises EdgeModelError."""
+    if edges == "gradient":
+        return ""
+    if edges != "structured":
+        raise ValueError(f"edges must be structured or gradient, not {edges!r}")
+    if model:
+        check_sed_model(Path(model))
+        return str(model)
+    default = Path(default or DEFAULT_SED_MODEL)
+    if not default.exists():
+        LOG.warning("structured-edge model %s not found: using gradient edges (tools/download.py sed-model "
+                    "fetches it)", default)
+        return ""
+    check_sed_model(default)
+    return str(default)
+
+
+def edges_record(params: EdgeBoxParams) -> dict[str, Any]:
+    """Which edges proposals came from, for manifests and run records."""
+    if not params.edge_model:
+        return dict(edges="gradient")
+    digest = hashlib.sha256(Path(params.edge_model).read_bytes()).hexdigest()
+    return dict(edges="structured", model=params.edge_model, sha256=digest)
+
+
 _STRUCTURED: dict[str, Any] = {}
 
 
 def structured_edges(image: np.ndarray, model: str) -> tuple[np.ndarray, np.ndarray]:
     """Edges and orientation from the structured-edge forest, with NMS."""
     if model not in _STRUCTURED:
-        if not Path(model).is_file():
-            raise FileNotFoundError(f"structured-edge model {model} not found "
-                                    "(download model.yml.gz from opencv_extra, or omit it)")
+        check_sed_model(Path(model))
         _STRUCTURED[model] = cv2.ximgproc.createStructuredEdgeDetection(model)
     sed = _STRUCTURED[model]
     rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0

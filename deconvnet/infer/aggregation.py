@@ -13,12 +13,17 @@ MEAN = np.asarray(MEAN_BGR, np.float32)
 
 
 def select_boxes(boxes: np.ndarray, image_shape: tuple[int, int], top_k: int = 50,
-                 min_side: float = 0) -> np.ndarray:
+                 min_side: float = 0, side_of: str = "enlarged") -> np.ndarray:
     """The top_k boxes (already in score order) whose shorter side is at least
-    min_side; the whole image when none is left."""
+    min_side, measured on the box cropped ("enlarged" 1.2x, as the authors'
+    release does) or on the "proposal" itself; the whole image when none is
+    left."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if side_of not in ("enlarged", "proposal"):
+        raise ValueError(f"side_of must be enlarged or proposal, not {side_of!r}")
     if min_side > 0 and len(boxes):
-        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        measured = np.array([crop_box(b) for b in boxes], np.float32) if side_of == "enlarged" else boxes
+        sides = np.minimum(measured[:, 2] - measured[:, 0], measured[:, 3] - measured[:, 1])
         boxes = boxes[sides >= min_side]
     boxes = boxes[:top_k]
     if len(boxes) == 0:

@@ -54,6 +54,7 @@ class Pipeline:
     model: DeconvNetModel
     top_k: int = 50
     min_box_side: float = 0
+    box_side_of: str = "enlarged"  # the box the minimum side is measured on (see select_boxes)
     aggregate: str = "max"
     crf: CRFParams | None = None
     fcn: FCNModel | None = None
@@ -63,7 +64,7 @@ class Pipeline:
         """boxes: the image's proposals in score order (x1 y1 x2 y2)."""
         t = Timings()
         start = time.perf_counter()
-        boxes = select_boxes(boxes, image.shape, self.top_k, self.min_box_side)
+        boxes = select_boxes(boxes, image.shape, self.top_k, self.min_box_side, self.box_side_of)
         crops, enlarged = proposal_batch(image, boxes, self.model.size)
         t.proposals = time.perf_counter() - start
         start = time.perf_counter()
