@@ -93,7 +93,8 @@ def check_sed_model(path: Path) -> None:
     try:
         storage = cv2.FileStorage(str(path), cv2.FILE_STORAGE_READ)
     except Exception as err:  # cv2.error, raised as a SystemError by the bindings
-        raise EdgeModelError(f"{path}: unreadable structured-edge model ({err})") from err
+        cause = err.__cause__ or err  # the bindings wrap cv2.error in a SystemError
+        raise EdgeModelError(f"{path}: unreadable structured-edge model ({str(cause).strip()})") from err
     try:
         options = storage.getNode("options")
         missing = [k for k in SED_OPTIONS if options.getNode(k).empty()]
