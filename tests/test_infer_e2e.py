@@ -39,6 +39,12 @@ def setup(caffe, tmp_path_factory):
         for p in params:
             p.data[...] = rng.normal(0, 0.05, p.data.shape)
     fnet.save(str(root / "fcn.caffemodel"))
+    fcn2014 = write(root / "fcn2014.prototxt", str(nets.fcn8s_deploy(nets.Size(500, 8), "2014")))
+    fnet = caffe.Net(str(fcn2014), caffe.TEST)
+    for params in fnet.params.values():
+        for p in params:
+            p.data[...] = rng.normal(0, 0.05, p.data.shape)
+    fnet.save(str(root / "fcn2014.caffemodel"))
     return root
 
 
@@ -122,3 +128,22 @@ def test_figure_commands(setup, tmp_path, figure):
     assert result.returncode == 0, result.stderr[-2000:]
     picture = cv2.imread(str(out))
     assert picture is not None and picture.shape[0] > 100 and picture.shape[1] > 300
+
+
+@pytest.mark.parametrize("recipe, ensemble, min_side", [("release", "product", 112), ("paper", "mean", 0)])
+def test_recipe_defaults_with_the_2014_partner(setup, tmp_path, recipe, ensemble, min_side):
+    """No single flag: the recipe picks the ensemble rule, the box filter and
+    the 2014 FCN-8s layout; run.json records them."""
+    voc = setup / "syn" / "VOCdevkit" / "VOC2012"
+    result = infer(setup, tmp_path / "out", "--voc-root", voc, "--split", SPLIT, "--recipe", recipe,
+                   "--fcn-weights", setup / "fcn2014.caffemodel", "--fcn-model", setup / "fcn2014.prototxt")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((tmp_path / "out" / "labels").glob("*.png"))) == 6
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert (run["recipe"]["name"], run["recipe"]["ensemble"], run["recipe"]["min_box_side"]) == (recipe, ensemble, min_side)
+    assert run["fcn"]["variant"] == "2014" and run["proposals"]["edges"] in ("gradient", "structured")
+    # 2014 weights in the heavy layout: Caffe would skip the score head and run it random.
+    wrong = infer(setup, tmp_path / "wrong", "--voc-root", voc, "--split", SPLIT, "--recipe", recipe,
+                  "--fcn-weights", setup / "fcn2014.caffemodel", "--fcn-model", setup / "fcn.prototxt")
+    assert wrong.returncode == 2 and "has no weights for 6 of the" in wrong.stderr
+    assert "score_fr" in wrong.stderr and not (tmp_path / "wrong" / "labels").exists()

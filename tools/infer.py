@@ -44,7 +44,7 @@ from deconvnet.common.machine import use_device
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, ProposalCache, edges_record, resolve_edges
 from deconvnet.data.voc import DatasetError, read_image, read_split
 from deconvnet.infer.crf import CRFParams
-from deconvnet.infer.models import DeconvNetModel, FCNModel
+from deconvnet.infer.models import DeconvNetModel, FCNModel, WeightsMismatch
 from deconvnet.infer.outputs import SUBMISSION_DIR, overlay, submission_archive, write_labels, write_png, write_probs
 from deconvnet.infer.pipeline import Pipeline, Timings
 from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
@@ -142,10 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.error("infer: %s", err)
         return 2
     use_device(args.gpu)
-    fcn = FCNModel(fcn_model, args.fcn_weights) if args.fcn_weights else None
+    try:
+        fcn = FCNModel(fcn_model, args.fcn_weights) if args.fcn_weights else None
+        deconvnet = DeconvNetModel(args.model, args.weights, args.batch)
+    except WeightsMismatch as err:
+        logging.error("infer: %s", err)
+        return 2
     crf = options_from_args(CRFParams, args, prefix="crf-") if args.crf else None
-    pipeline = Pipeline(DeconvNetModel(args.model, args.weights, args.batch), args.top_k,
-                        recipe.min_box_side, recipe.box_side_of, args.aggregate, crf, fcn, recipe.ensemble)
+    pipeline = Pipeline(deconvnet, args.top_k, recipe.min_box_side, recipe.box_side_of, args.aggregate, crf, fcn,
+                        recipe.ensemble)
     proposals = ProposalCache(args.proposal_cache or args.out / "proposals", edge_params)
     write_run_record(args.out / "run.json", dict(
         recipe=asdict(recipe), proposals=dict(edges_record(edge_params), top_k=args.top_k),

@@ -1,0 +1,56 @@
+"""The 2014 FCN-8s partner (fcn-8s-pascal.caffemodel) in its own layout: a
+random caffemodel saved in that layout loads into the committed deploy net,
+and the ensemble with it keeps the image's size for odd sizes, both rules."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deconvnet.common.cli import PROTOTXT
+from deconvnet.infer.aggregation import softmax
+from deconvnet.infer.models import FCNModel
+from deconvnet.infer.pipeline import ensemble
+
+DEPLOY = PROTOTXT / "fcn8s_2014_deploy.prototxt"
+
+
+@pytest.fixture(scope="module")
+def random_2014_model(caffe, tmp_path_factory):
+    net = caffe.Net(str(DEPLOY), caffe.TEST)
+    rng = np.random.default_rng(0)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = rng.normal(0, 0.01, blob.data.shape).astype(np.float32)
+    path = tmp_path_factory.mktemp("fcn2014") / "fcn-8s-pascal.caffemodel"
+    net.save(str(path))
+    return path
+
+
+def test_layout_names_and_blobs(caffe):
+    net = caffe.Net(str(DEPLOY), caffe.TEST)
+    params = {name: [b.data.shape for b in blobs] for name, blobs in net.params.items()}
+    # The 2014 names of the score head; only the first 2x upsampling has a bias.
+    assert params["score-fr"] == [(21, 4096, 1, 1), (21,)]
+    assert params["score2"] == [(21, 21, 4, 4), (21,)]
+    assert params["score4"] == [(21, 21, 4, 4)] and params["upsample"] == [(21, 21, 16, 16)]
+    assert params["score-pool4"] == [(21, 512, 1, 1), (21,)] and params["score-pool3"] == [(21, 256, 1, 1), (21,)]
+    assert params["fc6"] == [(4096, 512, 7, 7), (4096,)] and params["conv1_1"][0] == (64, 3, 3, 3)
+    assert not {"score_fr", "upscore2", "upscore8"} & set(params)
+
+
+@pytest.mark.parametrize("height, width", [(75, 101), (123, 97)])
+def test_ensemble_with_the_2014_model_keeps_odd_sizes(caffe, random_2014_model, height, width):
+    fcn = FCNModel(DEPLOY, random_2014_model)
+    loaded = fcn.net.params["score2"][1].data
+    assert np.abs(loaded).sum() > 0, "the bias of score2 was not loaded from the caffemodel"
+    image = np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    scores = fcn.scores(image)
+    assert scores.shape == (21, height, width)
+    deconvnet = np.random.default_rng(1).normal(size=(21, height, width)).astype(np.float32)
+    for rule in ("mean", "product"):
+        probs = ensemble(deconvnet, scores, rule)
+        assert probs.shape == (21, height, width)
+        np.testing.assert_allclose(probs.sum(0), 1, rtol=1e-5)
+    # The product rule by hand: softmax of DeconvNet scores times max(0, FCN scores).
+    np.testing.assert_allclose(ensemble(deconvnet, scores, "product"),
+                               softmax(deconvnet * np.where(scores > 0, scores, 0)), rtol=1e-6)
