@@ -147,3 +147,56 @@ def test_recipe_defaults_with_the_2014_partner(setup, tmp_path, recipe, ensemble
                   "--fcn-weights", setup / "fcn2014.caffemodel", "--fcn-model", setup / "fcn.prototxt")
     assert wrong.returncode == 2 and "has no weights for 6 of the" in wrong.stderr
     assert "score_fr" in wrong.stderr and not (tmp_path / "wrong" / "labels").exists()
+
+
+def test_figure5_and_figure7_with_the_fcn_partner(setup, tmp_path):
+    """fig5's rows and fig7's panels against what they must equal: FCN-8s's
+    softmax, the mean ensemble as the average of the two rows, the label maps
+    as their argmax, and EDeconvNet + CRF as tools/infer.py's labels."""
+    from deconvnet.data.proposals import EdgeBoxParams, ProposalCache
+    from deconvnet.data.voc import read_image
+    from deconvnet.infer import figures
+    from deconvnet.infer.aggregation import select_boxes, softmax
+    from deconvnet.infer.models import DeconvNetModel, FCNModel
+
+    voc = setup / "syn" / "VOCdevkit" / "VOC2012"
+    path = sorted((voc / "JPEGImages").glob("*.jpg"))[0]
+    image = read_image(path)  # as tools/infer.py decodes it (PIL's JPEG decoder, not OpenCV's)
+    model = DeconvNetModel(setup / "deconvnet.prototxt", setup / "deconvnet.caffemodel")
+    fcn = FCNModel(setup / "fcn2014.prototxt", setup / "fcn2014.caffemodel")
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "infer.py"), str(path), "--out", str(tmp_path / "out"),
+                             "--model", str(setup / "deconvnet.prototxt"), "--weights", str(setup / "deconvnet.caffemodel"),
+                             "--recipe", "paper", "--edges", "gradient", "--crf", "--fcn-weights",
+                             str(setup / "fcn2014.caffemodel"), "--fcn-model", str(setup / "fcn2014.prototxt")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The same proposals as that run (OpenCV's Edge Boxes is not always repeatable).
+    boxes = select_boxes(ProposalCache(tmp_path / "out" / "proposals", EdgeBoxParams()).get(path.stem, image)[0],
+                         image.shape, 50)
+    rows = figures.figure5(model, image, boxes, tmp_path / "fig5.png", fcn=fcn, rule="mean")
+    assert list(rows) == ["DeconvNet", "FCN-8s", "ensemble (mean)"]
+    np.testing.assert_allclose(rows["FCN-8s"], softmax(fcn.scores(image)), rtol=1e-5)
+    np.testing.assert_allclose(rows["ensemble (mean)"], (rows["DeconvNet"] + rows["FCN-8s"]) / 2, rtol=1e-5,
+                               atol=1e-7)
+    gt = np.array(Image.open(voc / "SegmentationClass" / f"{path.stem}.png"))
+    panels = figures.figure7(model, fcn, image, gt, boxes, tmp_path / "fig7.png", rule="mean")
+    np.testing.assert_array_equal(panels["DeconvNet"], rows["DeconvNet"].argmax(0))
+    np.testing.assert_array_equal(panels["FCN-8s"], rows["FCN-8s"].argmax(0))
+    np.testing.assert_array_equal(panels["EDeconvNet+CRF"], np.array(Image.open(tmp_path / "out" / "labels" / f"{path.stem}.png")))
+    for name, panels_wide in (("fig5", 4), ("fig7", 5)):
+        picture = cv2.imread(str(tmp_path / f"{name}.png"))
+        assert picture is not None and picture.shape[1] > 100 * panels_wide
+
+
+@pytest.mark.parametrize("figure", ["fig5", "fig7"])
+def test_figure_commands_with_the_fcn_partner(setup, tmp_path, figure):
+    image = sorted((setup / "syn" / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[1]
+    out = tmp_path / f"{figure}.png"
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "figures.py"), figure, str(image),
+                             "--model", str(setup / "deconvnet.prototxt"),
+                             "--weights", str(setup / "deconvnet.caffemodel"), "--fcn-weights",
+                             str(setup / "fcn2014.caffemodel"), "--fcn-model", str(setup / "fcn2014.prototxt"),
+                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    picture = cv2.imread(str(out))
+    assert picture is not None and picture.shape[0] > 200 and picture.shape[1] > 500

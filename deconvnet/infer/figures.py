@@ -2,8 +2,13 @@
 
 - Figure 4: the most active channel of each decoder layer (unpooling and
   deconvolution outputs) for one proposal;
-- Figure 5: class probability maps of an image;
-- Figure 6: progressive aggregation of proposals in decreasing size.
+- Figure 5: class probability maps of an image: DeconvNet's, and with an
+  FCN-8s model also FCN-8s's and the ensemble's;
+- Figure 6: progressive aggregation of proposals in decreasing size;
+- Figure 7: image, ground truth, FCN-8s, DeconvNet and EDeconvNet + CRF.
+
+Figures 5 and 7 return their maps as well as writing the PNG, so that tests
+can check what is drawn.
 """
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ from deconvnet.infer.aggregation import (
     select_boxes,
     softmax,
 )
-from deconvnet.infer.models import DeconvNetModel
+from deconvnet.infer.crf import CRFParams, dense_crf
+from deconvnet.infer.models import DeconvNetModel, FCNModel
+from deconvnet.infer.pipeline import ensemble
 
 FIG6_COUNTS = (1, 2, 5, 10, 20, 50)
 
@@ -83,20 +90,65 @@ def figure4(model: DeconvNetModel, image: np.ndarray, box: np.ndarray, path: Pat
     return _save(fig, path)
 
 
-def figure5(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, path: Path, top: int = 5,
-            mode: str = "max") -> Path:
-    boxes = select_boxes(boxes, image.shape, 50)
+def _aggregated(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, mode: str) -> np.ndarray:
+    """Aggregated DeconvNet scores of ``boxes`` (already selected)."""
     crops, enlarged = proposal_batch(image, boxes, model.size)
-    probs = softmax(paste_and_aggregate(model.scores(crops), enlarged, image.shape, mode))
-    classes = np.argsort(-probs.reshape(len(probs), -1).max(1))[:top]
-    fig = Figure(figsize=(3 * (len(classes) + 1), 3))
-    axes = fig.subplots(1, len(classes) + 1)
-    axes[0].imshow(_rgb(image))
-    axes[0].set_title("input")
-    for ax, c in zip(axes[1:], classes, strict=True):
-        ax.imshow(probs[c], cmap="jet", vmin=0, vmax=1)
-        ax.set_title(CLASSES[c])
-    for ax in axes:
+    return paste_and_aggregate(model.scores(crops), enlarged, image.shape, mode)
+
+
+def figure5(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, path: Path, top: int = 5,
+            mode: str = "max", fcn: FCNModel | None = None, rule: str = "mean") -> dict[str, np.ndarray]:
+    """Probability maps of the ``top`` classes (by the last row's peak):
+    DeconvNet's, and with ``fcn`` FCN-8s's and the ensemble's (``rule``).
+    ``boxes`` are the proposals already selected. Returns row name -> (C, H, W)."""
+    scores = _aggregated(model, image, boxes, mode)
+    rows = {"DeconvNet": softmax(scores)}
+    if fcn is not None:
+        fcn_scores = fcn.scores(image)
+        rows["FCN-8s"] = softmax(fcn_scores)
+        rows[f"ensemble ({rule})"] = ensemble(scores, fcn_scores, rule)
+    last = list(rows.values())[-1]
+    classes = np.argsort(-last.reshape(len(last), -1).max(1), kind="stable")[:top]
+    fig = Figure(figsize=(3 * (len(classes) + 1), 3 * len(rows)))
+    axes = np.asarray(fig.subplots(len(rows), len(classes) + 1)).reshape(len(rows), -1)
+    for r, (name, probs) in enumerate(rows.items()):
+        axes[r, 0].imshow(_rgb(image))
+        axes[r, 0].set_title(name)
+        for ax, c in zip(axes[r, 1:], classes, strict=True):
+            ax.imshow(probs[c], cmap="jet", vmin=0, vmax=1)
+            ax.set_title(f"{CLASSES[c]}" if r == 0 else "")
+    for ax in axes.ravel():
         ax.axis("off")
-    fig.suptitle("Figure 5: class probability maps")
-    return _save(fig, path)
+    fig.suptitle("Figure 5: class probability maps" + (" (rows: DeconvNet, FCN-8s, ensemble)" if fcn else ""))
+    _save(fig, path)
+    return rows
+
+
+def figure7(model: DeconvNetModel, fcn: FCNModel, image: np.ndarray, ground_truth: np.ndarray | None,
+            boxes: np.ndarray, path: Path, mode: str = "max", rule: str = "mean",
+            crf: CRFParams = CRFParams()) -> dict[str, np.ndarray]:
+    """The paper's Figure 7 for one image: input, ground truth, FCN-8s,
+    DeconvNet and EDeconvNet + CRF label maps. ``boxes`` are the proposals
+    already selected. Returns panel name -> (H, W) labels."""
+    scores = _aggregated(model, image, boxes, mode)
+    fcn_scores = fcn.scores(image)
+    # Labels as tools/infer.py takes them: the argmax of probabilities (ties
+    # in float32 softmax can differ from the argmax of the scores).
+    panels = {"FCN-8s": softmax(fcn_scores).argmax(0).astype(np.uint8),
+              "DeconvNet": softmax(scores).argmax(0).astype(np.uint8),
+              "EDeconvNet+CRF": dense_crf(image, ensemble(scores, fcn_scores, rule), crf).argmax(0).astype(np.uint8)}
+    shown = {"input": None, "ground truth": ground_truth, **panels}
+    fig = Figure(figsize=(3 * len(shown), 3))
+    axes = fig.subplots(1, len(shown))
+    for ax, (name, labels) in zip(axes, shown.items(), strict=True):
+        if name == "input":
+            ax.imshow(_rgb(image))
+        elif labels is None:
+            ax.text(0.5, 0.5, "no ground truth", ha="center", va="center")
+        else:
+            ax.imshow(_rgb(colorize(labels)))
+        ax.set_title(name)
+        ax.axis("off")
+    fig.suptitle(f"Figure 7: FCN-8s, DeconvNet and EDeconvNet+CRF (ensemble: {rule})")
+    _save(fig, path)
+    return panels
