@@ -140,7 +140,8 @@ def test_recipe_defaults_with_the_2014_partner(setup, tmp_path, recipe, ensemble
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list((tmp_path / "out" / "labels").glob("*.png"))) == 6
     run = json.loads((tmp_path / "out" / "run.json").read_text())
-    assert (run["recipe"]["name"], run["recipe"]["ensemble"], run["recipe"]["min_box_side"]) == (recipe, ensemble, min_side)
+    chosen = run["recipe"]
+    assert (chosen["name"], chosen["ensemble"], chosen["min_box_side"]) == (recipe, ensemble, min_side)
     assert run["fcn"]["variant"] == "2014" and run["proposals"]["edges"] in ("gradient", "structured")
     # 2014 weights in the heavy layout: Caffe would skip the score head and run it random.
     wrong = infer(setup, tmp_path / "wrong", "--voc-root", voc, "--split", SPLIT, "--recipe", recipe,
@@ -164,11 +165,9 @@ def test_figure5_and_figure7_with_the_fcn_partner(setup, tmp_path):
     image = read_image(path)  # as tools/infer.py decodes it (PIL's JPEG decoder, not OpenCV's)
     model = DeconvNetModel(setup / "deconvnet.prototxt", setup / "deconvnet.caffemodel")
     fcn = FCNModel(setup / "fcn2014.prototxt", setup / "fcn2014.caffemodel")
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "infer.py"), str(path), "--out", str(tmp_path / "out"),
-                             "--model", str(setup / "deconvnet.prototxt"), "--weights", str(setup / "deconvnet.caffemodel"),
-                             "--recipe", "paper", "--edges", "gradient", "--crf", "--fcn-weights",
-                             str(setup / "fcn2014.caffemodel"), "--fcn-model", str(setup / "fcn2014.prototxt")],
-                            capture_output=True, text=True, timeout=600)
+    result = infer(setup, tmp_path / "out", path, "--proposal-cache", tmp_path / "out" / "proposals",
+                   "--recipe", "paper", "--edges", "gradient", "--crf", "--fcn-weights",
+                   setup / "fcn2014.caffemodel", "--fcn-model", setup / "fcn2014.prototxt")
     assert result.returncode == 0, result.stderr[-2000:]
     # The same proposals as that run (OpenCV's Edge Boxes is not always repeatable).
     boxes = select_boxes(ProposalCache(tmp_path / "out" / "proposals", EdgeBoxParams()).get(path.stem, image)[0],
@@ -182,7 +181,8 @@ def test_figure5_and_figure7_with_the_fcn_partner(setup, tmp_path):
     panels = figures.figure7(model, fcn, image, gt, boxes, tmp_path / "fig7.png", rule="mean")
     np.testing.assert_array_equal(panels["DeconvNet"], rows["DeconvNet"].argmax(0))
     np.testing.assert_array_equal(panels["FCN-8s"], rows["FCN-8s"].argmax(0))
-    np.testing.assert_array_equal(panels["EDeconvNet+CRF"], np.array(Image.open(tmp_path / "out" / "labels" / f"{path.stem}.png")))
+    labels = np.array(Image.open(tmp_path / "out" / "labels" / f"{path.stem}.png"))
+    np.testing.assert_array_equal(panels["EDeconvNet+CRF"], labels)
     for name, panels_wide in (("fig5", 4), ("fig7", 5)):
         picture = cv2.imread(str(tmp_path / f"{name}.png"))
         assert picture is not None and picture.shape[1] > 100 * panels_wide

@@ -24,7 +24,7 @@ import numpy as np
 
 from deconvnet.common.cli import ROOT, add_options, given_options, option, setup_logging
 from deconvnet.data.build_crops import BuildConfig, build
-from deconvnet.data.proposals import ProposalCache
+from deconvnet.data.proposals import EdgeBoxParams, ProposalCache, resolve_edges
 from deconvnet.data.synthetic import SyntheticSpec, write_dataset
 from deconvnet.data.voc import VOCReader
 from deconvnet.eval.scoring import evaluate_dirs, score_table
@@ -39,6 +39,7 @@ from deconvnet.net.bn_stats import write_statistics
 from deconvnet.net.prototxt import write_reduced_stage
 from deconvnet.net.solvers import Schedule
 from deconvnet.net.surgery import build_init_model
+from deconvnet.recipes import RELEASE
 from deconvnet.train.plots import parse_jsonl, plot
 from deconvnet.train.trainer import StageConfig, Trainer, validate
 
@@ -107,6 +108,10 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
     step("synthetic dataset", t0)
 
     t0 = time.time()
+    # The release recipe's edges (structured when models/sed_model.yml.gz is there). Its
+    # 112-px minimum box side is left out: it is half the full net's input, and the
+    # reduced net's synthetic images are barely larger than that.
+    edge_params = EdgeBoxParams(edge_model=resolve_edges(RELEASE.edges))
     dbs = {}
     for stage in (1, 2):
         for split, image_set, balance in (("train", "union-minus-voc-val", True), ("test", "voc:val", False)):
@@ -114,7 +119,7 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
             dbs[name] = data / "lmdb" / name
             build(BuildConfig(stage=stage, out=dbs[name], voc_root=voc, sbd_root=sbd, image_set=image_set,
                               stored_size=config.stored_size, balance=balance, seed=config.seed, workers=2,
-                              proposal_cache=data / "proposals"))
+                              proposal_cache=data / "proposals", edge_params=edge_params))
     step("crop datasets", t0)
 
     t0 = time.time()
@@ -158,7 +163,7 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
     reader = VOCReader(voc)
     val_ids = reader.ids("val")
     pipeline = Pipeline(DeconvNetModel(deploy, bn_weights, batch=50), crf=CRFParams())
-    proposals = ProposalCache(data / "proposals_infer")
+    proposals = ProposalCache(data / "proposals_infer", edge_params)
     labels_dir = out / "predictions" / "labels"
     for k, image_id in enumerate(val_ids):
         image = reader.image(image_id)
