@@ -38,7 +38,7 @@ def test_every_step_runs_a_tool_with_flags_it_knows():
         for flag in (a for a in command[2:] if a.startswith("--")):
             assert re.search(rf"(^|[\s,\[]){re.escape(flag)}\b", helps[script], re.M), \
                 f"{script} has no {flag}"
-    assert len(helps) == 9  # every tool of the recipe
+    assert len(helps) == 10  # every tool of the recipe
 
 
 def test_a_flag_the_tool_lacks_is_caught():
@@ -55,3 +55,16 @@ def test_step_range_and_bad_arguments():
                                                               "plateau"))[0])
     bad = subprocess.run(["bash", str(SCRIPT), "--nonsense"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown argument" in bad.stderr
+
+
+def test_recipes_reach_every_step():
+    release = commands(dry_run())
+    for command in release:
+        if command[1] in ("data_prep/build_dataset.py", "tools/train.py", "tools/infer.py", "tools/proposal_recall.py"):
+            assert command[command.index("--recipe") + 1] == "release", command
+    assert not any("--ensemble" in c or "fcn8s-heavy-pascal.caffemodel" in " ".join(c) for c in release)
+    paper = commands(dry_run("--recipe", "paper", "--from", "4", "--to", "4"))
+    assert [c[1] for c in paper][:2] == ["tools/make_prototxt.py", "tools/train.py"]
+    train = paper[1]
+    assert train[train.index("--solver1") + 1] == "prototxt/paper/stage1_solver.prototxt"
+    assert train[train.index("--recipe") + 1] == "paper"
