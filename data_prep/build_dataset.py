@@ -24,11 +24,11 @@ import logging
 import sys
 
 from deconvnet.common.cli import add_options, options_from_args, setup_logging
+from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.crop_db import CropDBError
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, resolve_edges
 from deconvnet.data.voc import DatasetError
-from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
 
 RECIPE_FIELDS = ("stage1_void", "edges")
 

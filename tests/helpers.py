@@ -15,6 +15,14 @@ SETUP_HINT = "run scripts/setup.sh first"
 CAFFE_COMMAND = os.environ.get("DECONVNET_CAFFE_COMMAND", str(VENV_BIN / "caffe"))
 
 
+def synthetic_roots(root: Path, num_images: int, seed: int) -> tuple[Path, Path]:
+    """Writes the built-in synthetic dataset under root; its VOC and SBD folders."""
+    from deconvnet.data.synthetic import SyntheticSpec, write_dataset
+
+    write_dataset(root, SyntheticSpec(num_images=num_images, seed=seed))
+    return root / "VOCdevkit" / "VOC2012", root / "benchmark_RELEASE" / "dataset"
+
+
 def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -18,19 +18,16 @@ from deconvnet.data.balance import balanced_index
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.crop_db import CropDB
 from deconvnet.data.crops import select_proposals
-from deconvnet.data.synthetic import SyntheticSpec, write_dataset
 from deconvnet.data.voc import Instance, SBDReader, VOCReader
 
-from helpers import ROOT
+from helpers import ROOT, synthetic_roots
 
 MEAN = np.array([104, 117, 123], np.uint8)  # MEAN_BGR rounded
 
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    write_dataset(root, SyntheticSpec(num_images=16, seed=3))
-    return root / "VOCdevkit" / "VOC2012", root / "benchmark_RELEASE" / "dataset"
+    return synthetic_roots(tmp_path_factory.mktemp("synthetic"), num_images=16, seed=3)
 
 
 def expected_stage1(image, class_map, mask, cls):

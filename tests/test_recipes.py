@@ -11,17 +11,16 @@ import sys
 import numpy as np
 import pytest
 
+from deconvnet.common.recipes import PAPER, RELEASE
 from deconvnet.data import proposals
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.crop_db import CropDB
 from deconvnet.data.crops import stage1_examples
 from deconvnet.data.proposals import EdgeModelError, check_sed_model, resolve_edges
-from deconvnet.data.synthetic import SyntheticSpec, write_dataset
 from deconvnet.data.voc import Instance, SBDReader, VOCReader
 from deconvnet.infer.aggregation import select_boxes
-from deconvnet.recipes import PAPER, RELEASE
 
-from helpers import ROOT
+from helpers import ROOT, synthetic_roots
 
 # Shorter sides: A 100 (enlarged 1.2x: 120), B 90 (108), C 190 (228), D 100 x 95 (120 x 114).
 BOXES = np.array([[0, 0, 100, 100], [0, 0, 90, 150], [10, 10, 200, 200], [200, 200, 300, 295]], np.float32)
@@ -95,9 +94,7 @@ def test_missing_default_model_falls_back_with_one_warning(tmp_path, caplog):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    write_dataset(root, SyntheticSpec(num_images=4, seed=5))
-    return root / "VOCdevkit" / "VOC2012", root / "benchmark_RELEASE" / "dataset"
+    return synthetic_roots(tmp_path_factory.mktemp("synthetic"), num_images=4, seed=5)
 
 
 def test_manifest_records_the_gradient_fallback(synthetic, tmp_path, monkeypatch, capsys):

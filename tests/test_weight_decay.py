@@ -13,8 +13,8 @@ import h5py
 import numpy as np
 import pytest
 
+from deconvnet.common.recipes import PAPER, PAPER_WEIGHT_DECAY, RELEASE
 from deconvnet.net.solvers import stage_schedule
-from deconvnet.recipes import PAPER, PAPER_WEIGHT_DECAY, RELEASE
 
 from helpers import write
 
@@ -111,7 +111,7 @@ def test_train_tool_rewrites_the_decay_for_its_rule(caffe, tmp_path, rule, expec
 def test_recipe_flags_override_single_fields():
     import argparse
 
-    from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
+    from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 
     parser = argparse.ArgumentParser()
     add_recipe_option(parser)

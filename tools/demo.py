@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from deconvnet.common.cli import ROOT, add_options, given_options, option, setup_logging
+from deconvnet.common.recipes import RELEASE
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.proposals import EdgeBoxParams, ProposalCache, resolve_edges
 from deconvnet.data.synthetic import SyntheticSpec, write_dataset
@@ -39,7 +40,6 @@ from deconvnet.net.bn_stats import write_statistics
 from deconvnet.net.prototxt import write_reduced_stage
 from deconvnet.net.solvers import Schedule
 from deconvnet.net.surgery import build_init_model
-from deconvnet.recipes import RELEASE
 from deconvnet.train.plots import parse_jsonl, plot
 from deconvnet.train.trainer import StageConfig, Trainer, validate
 

@@ -25,12 +25,12 @@ import numpy as np
 
 from deconvnet.common.cli import PROTOTXT, setup_logging
 from deconvnet.common.machine import use_device
+from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, edge_boxes, resolve_edges
 from deconvnet.data.voc import DatasetError, read_image, read_indexed_png
 from deconvnet.infer import figures
 from deconvnet.infer.aggregation import select_boxes
 from deconvnet.infer.models import DeconvNetModel, FCNModel, WeightsMismatch
-from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
 
 RECIPE_FIELDS = ("min_box_side", "box_side_of", "ensemble", "fcn_variant", "edges")
 FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT / "fcn8s_deploy.prototxt"}

@@ -41,13 +41,13 @@ from tqdm import tqdm
 from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import PROTOTXT, add_options, options_from_args, setup_logging
 from deconvnet.common.machine import use_device
+from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, ProposalCache, edges_record, resolve_edges
 from deconvnet.data.voc import DatasetError, read_image, read_split
 from deconvnet.infer.crf import CRFParams
 from deconvnet.infer.models import DeconvNetModel, FCNModel, WeightsMismatch
 from deconvnet.infer.outputs import SUBMISSION_DIR, overlay, submission_archive, write_labels, write_png, write_probs
 from deconvnet.infer.pipeline import Pipeline, Timings
-from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
 
 RECIPE_FIELDS = ("min_box_side", "box_side_of", "ensemble", "fcn_variant", "edges")
 FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT / "fcn8s_deploy.prototxt"}

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from deconvnet.common.cli import PROTOTXT, setup_logging
+from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.net.prototxt import Paths, generate_stages, stale_files, write_all, write_files
-from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
 
 FIELDS = ("weight_decay_rule", "batch_per_pass")
 

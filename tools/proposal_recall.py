@@ -22,11 +22,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from deconvnet.common.cli import setup_logging
+from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.data.crops import tight_box
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, edge_boxes, edges_record, resolve_edges
 from deconvnet.data.voc import DatasetError, VOCReader, read_split
 from deconvnet.eval.proposal_recall import RecallReport
-from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

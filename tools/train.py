@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from deconvnet.common.cli import PROTOTXT, ROOT, add_options, options_from_args, setup_logging
-from deconvnet.recipes import add_field_options, add_recipe_option, recipe_from_args
+from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, finished_model
 
 RECIPE_FIELDS = ("lr_policy", "patience", "plateau_metric", "weight_decay_rule")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import PROTOTXT, ROOT
+from deconvnet.common.recipes import RELEASE, Recipe
 from deconvnet.net import nets, solvers
 from deconvnet.net.architecture import Size
-from deconvnet.recipes import RELEASE, Recipe
 
 LOG = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def generate_stages(recipe: Recipe = RELEASE, paths: Paths | None = None) -> dic
         solver = solvers.deconvnet_solver(
             f"deconvnet_stage{stage}_train.prototxt", f"deconvnet_stage{stage}_test.prototxt",
             f"{paths.runs}/stage{stage}/deconvnet_stage{stage}", schedule)
-        note = f"# Recipe {recipe.name!r} (deconvnet/recipes.py).\n" + solvers.DECAY_NOTE[recipe.weight_decay_rule]
+        note = (f"# Recipe {recipe.name!r} (deconvnet/common/recipes.py).\n"
+                + solvers.DECAY_NOTE[recipe.weight_decay_rule])
         files[f"stage{stage}_solver.prototxt"] = _text(solver, "solvers", note=note)
     return files
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from deconvnet.recipes import PAPER_WEIGHT_DECAY, RELEASE, Recipe
+from deconvnet.common.recipes import PAPER_WEIGHT_DECAY, RELEASE, Recipe
 
 from caffe.proto import caffe_pb2
 
@@ -33,7 +33,7 @@ class Schedule:
 STAGE1 = Schedule(max_iter=20000, stepsize=9000)
 STAGE2 = Schedule(max_iter=40000, stepsize=10000)
 
-# Why a solver's weight_decay may not read 0.0005 (see deconvnet/recipes.py).
+# Why a solver's weight_decay may not read 0.0005 (see deconvnet/common/recipes.py).
 DECAY_NOTE = {
     "release": "# weight_decay = 0.0005 / iter_size: the authors' 2015 Caffe added decay x W to the gradient\n"
                "# summed over iter_size passes and then scaled by lr / iter_size; this Caffe averages the\n"

@@ -29,8 +29,8 @@ from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import option
 from deconvnet.common.constants import NUM_CLASSES
 from deconvnet.common.machine import use_device
+from deconvnet.common.recipes import solver_weight_decay
 from deconvnet.eval.scoring import confusion, scores
-from deconvnet.recipes import solver_weight_decay
 
 import caffe
 from caffe.proto import caffe_pb2
@@ -61,7 +61,7 @@ class StageConfig:
                                  help="what must improve: mean_iou or pixel_accuracy (also picks best.caffemodel)")
     weight_decay_rule: str | None = option(None, cli=False,
                                            help="release or bvlc: rewrite the solver's weight_decay for that "
-                                                "rule and its iter_size (deconvnet/recipes.py); None keeps it")
+                                                "rule and its iter_size (deconvnet/common/recipes.py); None keeps it")
     val_interval: int | None = option(None, help="iterations between validations, 0 for none "
                                                  "(default: the solver's test_interval)")
     val_batches: int | None = option(None, help="batches per validation (default: the solver's test_iter)")
