@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Downloads PASCAL VOC 2012, SBD, VGG16 and the FCN-8s PASCAL weights from
-their documented upstream addresses, resuming interrupted transfers and
+"""Downloads PASCAL VOC 2012, SBD, VGG16, the FCN-8s PASCAL weights and the
+structured-edge model from their documented upstream addresses, resuming interrupted transfers and
 verifying size and checksum. A file appears under its final name only when
 verified. Archives go to --data (and are unpacked there with --extract),
 weights to --models.
