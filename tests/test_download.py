@@ -35,6 +35,8 @@ class Server:
         self.corrupt = False
         self.ranges: list[str | None] = []
         self.payload = PAYLOAD
+        self.status: int | None = None   # answer every request with this error status
+        self.send_length = True
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,13 +50,23 @@ class Server:
                 start = 0
                 header = self.headers.get("Range")
                 server.ranges.append(header)
+                if server.status is not None:
+                    self.send_error(server.status)
+                    return
+                if header and int(header.split("=")[1].split("-")[0]) >= len(body):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(body)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if header:
                     start = int(header.split("=")[1].split("-")[0])
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
                     self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
+                if server.send_length:
+                    self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
                 data = bytes(body[start:])
                 if server.cuts_left and server.cut_after is not None:
@@ -234,3 +246,36 @@ def test_cli_sed_model_against_loopback(server, tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sed_model.yml.gz").read_bytes() == SED_PAYLOAD
     assert "sed-model" in json.loads((tmp_path / "lock.json").read_text())
+
+
+# --- issue 12, item 9: 416, error statuses, no Content-Length -------------------
+
+def test_part_longer_than_the_remote_file_starts_over(server, tmp_path):
+    """A .part longer than the file: a Range request gets 416; no loop of retries."""
+    (tmp_path / "payload.bin.part").write_bytes(PAYLOAD + b"extra bytes")
+    path = download(GOOD, tmp_path, server.url, retries=0, show_progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert server.ranges == [f"bytes={len(PAYLOAD) + 11}-", None]
+
+
+@pytest.mark.parametrize("status, retried, phrase", [(404, False, "check the address"), (500, True, "retrying may help")])
+def test_error_statuses_are_named_not_resumed(server, tmp_path, caplog, status, retried, phrase):
+    server.status = status
+    with pytest.raises(DownloadError, match=f"HTTP {status}") as err:
+        download(GOOD, tmp_path, server.url, retries=2, show_progress=False)
+    assert phrase in str(err.value) and "resum" not in str(err.value)
+    assert len(server.ranges) == (3 if retried else 1)
+    assert not any("resuming" in r.getMessage() for r in caplog.records)
+
+
+def test_transfer_without_length_keeps_the_partial_file(server, tmp_path):
+    """Cut short with no Content-Length: the checksum fails, but the file is
+    kept so that a rerun resumes it instead of starting over."""
+    sha1_only = Asset("test", "unused", "payload.bin", sha1=GOOD.sha1)  # as vgg16: no size known
+    server.send_length = False
+    server.cut_after, server.cuts_left = 300_000, 1
+    with pytest.raises(DownloadError, match="may be incomplete: rerun to resume"):
+        download(sha1_only, tmp_path, server.url, retries=0, show_progress=False)
+    assert (tmp_path / "payload.bin.part").stat().st_size == 300_000
+    path = download(sha1_only, tmp_path, server.url, retries=0, show_progress=False)
+    assert path.read_bytes() == PAYLOAD and server.ranges[-1] == "bytes=300000-"

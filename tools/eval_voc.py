@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import setup_logging
 from deconvnet.data.voc import DatasetError, read_split
 from deconvnet.eval.scoring import EvaluationError, evaluate_dirs, score_table
@@ -38,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(score_table(result, args.name, args.compare_paper))
     if args.json:
-        args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(result.as_json(), indent=2, allow_nan=False) + "\n")
     return 0
 
 

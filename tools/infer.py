@@ -67,7 +67,38 @@ def gather_inputs(args) -> list[tuple[str, Path]]:
         ids = read_split(args.list) if args.list else read_split(
             args.voc_root / "ImageSets" / "Segmentation" / f"{args.split}.txt")
         items += [(i, args.voc_root / "JPEGImages" / f"{i}.jpg") for i in ids]
-    return items
+    return unique_ids(items)
+
+
+def unique_ids(items: list[tuple[str, Path]]) -> list[tuple[str, Path]]:
+    """Outputs are named by id: the same file listed twice runs once, and
+    different files with one stem (same.jpg, same.png, or a/x.jpg and
+    b/x.jpg) get ids that keep them apart, with a warning."""
+    seen: dict[Path, str] = {}
+    by_stem: dict[str, list[Path]] = {}
+    for image_id, path in items:
+        if path.resolve() not in seen:
+            seen[path.resolve()] = image_id
+            by_stem.setdefault(image_id, []).append(path)
+    result = []
+    for image_id, paths in by_stem.items():
+        if len(paths) == 1:
+            result.append((image_id, paths[0]))
+            continue
+        renamed = [(_distinct_id(image_id, p, paths), p) for p in paths]
+        if len({i for i, _ in renamed}) < len(renamed):  # still alike: number them
+            renamed = [(f"{image_id}_{k}", p) for k, (_, p) in enumerate(renamed, start=1)]
+        logging.warning("infer: %d inputs share the name %r; their outputs are named %s", len(paths), image_id,
+                        ", ".join(f"{i} ({p})" for i, p in renamed))
+        result += renamed
+    return result
+
+
+def _distinct_id(stem: str, path: Path, group: list[Path]) -> str:
+    """stem_ext when the extensions differ, else the parent folder's name too."""
+    if len({p.suffix.lower() for p in group}) == len(group):
+        return f"{stem}_{path.suffix.lstrip('.').lower()}"
+    return f"{path.parent.name}_{stem}{'_' + path.suffix.lstrip('.').lower() if path.suffix else ''}"
 
 
 def write_run_record(path: Path, record: dict) -> None:

@@ -1,12 +1,58 @@
 """Files that appear whole or not at all: write beside the target under a
-temporary name, then rename over it."""
+temporary name, then rename over it.
+
+The temporary name holds the host and process id of its writer, so that a
+later write of the same target removes what a killed writer left behind
+(only its own host's, and only when that process is gone). The finished
+file gets the mode the user's umask gives a new file (``mkstemp`` alone
+would make every output 0600, unreadable to colleagues on a shared
+cluster).
+"""
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """What open() would give a new file under the current umask."""
+    return 0o666 & ~_umask()
+
+
+def _writer_tag() -> str:
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_parts(path: Path) -> list[Path]:
+    """Temporary files for ``path`` left by dead writers on this host."""
+    host = socket.gethostname().split(".")[0]
+    removed = []
+    for part in path.parent.glob(f".{path.stem}.{host}-*.part{path.suffix}"):
+        tag = part.name[len(f".{path.stem}.{host}-"):].split(".", 1)[0]
+        if tag.isdigit() and int(tag) != os.getpid() and not _alive(int(tag)):
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
 
 
 @contextmanager
@@ -15,11 +61,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
     the block succeeds and removes it otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(path)
     # The suffix stays last, so writers that go by it (OpenCV, PIL) still can.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".part{path.suffix}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{_writer_tag()}.",
+                               suffix=f".part{path.suffix}")
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.isfile(tmp):
+            os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -119,10 +119,16 @@ def process_image(ref: ImageRef) -> tuple[list[tuple[bytes, int]], dict | None, 
 def build(config: BuildConfig) -> dict[str, Any]:
     """Builds config.out; returns its manifest."""
     started = time.time()
-    refs = ImageSource(config.voc_root, config.sbd_root).resolve(config.image_set)
+    source = ImageSource(config.voc_root, config.sbd_root)
+    refs = source.resolve(config.image_set)
     if config.limit is not None:
         refs = refs[:config.limit]
-    writer = CropDBWriter(config.out, config.params(), config.commit_every)
+    if not refs:
+        raise DatasetError(f"image set {config.image_set!r} has no images (--voc {config.voc_root}, --sbd "
+                           f"{config.sbd_root}{', --limit %d' % config.limit if config.limit is not None else ''}); "
+                           "nothing to build")
+    # The resume key: the arguments, and the image list and input files themselves.
+    writer = CropDBWriter(config.out, dict(config.params(), inputs=source.fingerprint(refs)), config.commit_every)
     todo = refs[writer.images_done:]
     LOG.info("stage %d: %d images (%d already done) -> %s", config.stage, len(refs),
              writer.images_done, config.out)

@@ -128,7 +128,10 @@ class CropDBWriter:
                          state.get("images_done", 0), state.get("records", 0))
                 return env, state
             env.close()
-            LOG.info("discarding %s: built with other parameters", self.partial)
+            old = state.get("params") or {}
+            changed = sorted(k for k in set(old) | set(self.params) if old.get(k) != self.params.get(k))
+            LOG.warning("discarding %s and starting over: %s changed since it was started", self.partial,
+                        ", ".join("the image list or input files" if k == "inputs" else k for k in changed))
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
         return lmdb.open(str(self.partial), map_size=INITIAL_MAP_SIZE), {}
@@ -175,6 +178,11 @@ class CropDBWriter:
                 new_size = self.env.info()["map_size"] * 2
                 LOG.info("growing %s to %.1f GiB", self.partial, new_size / 2**30)
                 self.env.set_mapsize(new_size)
+            except lmdb.Error as err:
+                free = shutil.disk_usage(self.partial).free
+                raise CropDBError(f"writing {self.partial} failed ({err}); {free / 2**30:.2f} GiB free on its disk. "
+                                  "If the disk is full, free space and rerun the same command: the build "
+                                  "resumes from its last committed image") from err
         self.images_done, self.records = state["images_done"], state["records"]
         self.batch_no, self.bytes_written = state["batches"], state["bytes"]
         self._pending, self._pending_classes, self._pending_skipped = [], [], []

@@ -175,16 +175,35 @@ def _verify_locked(asset: Asset, path: Path, lock: LockFile, url: str) -> None:
     lock.record(asset, path, url)
 
 
-def _fetch_once(url: str, part: Path, total: int | None, timeout: float, show: bool) -> None:
-    """One request, appending to part from its current size."""
+class HTTPFailure(DownloadError):
+    """The server answered with an error status; ``retry`` for 5xx and 429."""
+
+    def __init__(self, url: str, code: int, reason: str) -> None:
+        self.code = code
+        self.retry = code >= 500 or code == 429
+        hint = "check the address (--url NAME=URL for a mirror)" if code in (403, 404, 410) else "retrying may help"
+        super().__init__(f"HTTP {code} {reason} from {url}: {hint}")
+
+
+def _fetch_once(url: str, part: Path, total: int | None, timeout: float, show: bool) -> bool:
+    """One request, appending to part from its current size. True when the
+    server said how long the file is and all of it arrived; False when it
+    gave no length (completeness is then unknown)."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as err:
-        if err.code == 416 and have and total == have:  # already complete
-            return
-        raise
+        if err.code == 416 and have:
+            # Nothing left after byte `have`: complete, or longer than the remote file.
+            remote = _remote_length(err.headers.get("Content-Range"))
+            if (remote if remote is not None else total) == have:
+                return True
+            LOG.warning("%s holds %d bytes, more than the remote file's %s: starting over", part, have,
+                        remote if remote is not None else "unknown length")
+            part.unlink()
+            return _fetch_once(url, part, total, timeout, show)
+        raise HTTPFailure(url, err.code, err.reason) from err
     with response:
         if have and response.status != 206:  # the server ignored the Range
             have = 0
@@ -202,6 +221,15 @@ def _fetch_once(url: str, part: Path, total: int | None, timeout: float, show: b
     got = part.stat().st_size
     if expected is not None and got < expected:
         raise DownloadError(f"transfer of {url} ended early: {got} of {expected} bytes")
+    return length is not None or total is not None
+
+
+def _remote_length(content_range: str | None) -> int | None:
+    """The total of a "bytes */N" Content-Range."""
+    if content_range and "/" in content_range:
+        tail = content_range.rsplit("/", 1)[1].strip()
+        return int(tail) if tail.isdigit() else None
+    return None
 
 
 def download(asset: Asset, dest_dir: Path, url: str | None = None, retries: int = 3,
@@ -220,10 +248,16 @@ def download(asset: Asset, dest_dir: Path, url: str | None = None, retries: int 
         LOG.info("%s: already downloaded and verified", final)
         return final
     part = final.with_name(final.name + ".part")
+    complete_known = False
     for attempt in range(retries + 1):
         try:
-            _fetch_once(url, part, asset.size, timeout, show_progress)
+            complete_known = _fetch_once(url, part, asset.size, timeout, show_progress)
             break
+        except HTTPFailure as err:
+            if not err.retry or attempt == retries:
+                raise DownloadError(f"{asset.name}: {err}" + (f". Rerun to resume from {part}." if part.exists()
+                                                                 else "")) from err
+            LOG.warning("%s: %s (attempt %d of %d)", asset.name, err, attempt + 2, retries + 1)
         except (DownloadError, urllib.error.URLError, http.client.HTTPException, OSError) as err:
             if attempt == retries:
                 raise DownloadError(f"{asset.name}: download from {url} failed after {attempt + 1} "
@@ -233,7 +267,11 @@ def download(asset: Asset, dest_dir: Path, url: str | None = None, retries: int 
         verify(part, asset)
         if asset.locked:
             _verify_locked(asset, part, lock, url)
-    except DownloadError:
+    except DownloadError as err:
+        if not complete_known:
+            # No length was given: the file may be cut short, and a rerun resumes it.
+            raise DownloadError(f"{err}. The server sent no length, so {part} may be incomplete: rerun to "
+                                f"resume it; if the same error comes back, delete {part}") from err
         part.unlink()  # a complete but wrong file cannot be resumed into a right one
         raise
     os.replace(part, final)

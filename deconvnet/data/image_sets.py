@@ -9,6 +9,7 @@ one split file of one dataset.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,21 @@ class ImageSource:
 
     def instances(self, ref: ImageRef) -> list[Instance]:
         return self.reader(ref.source).instances(ref.image_id)
+
+    def fingerprint(self, refs: list[ImageRef]) -> str:
+        """sha256 over the image list and every input file's size and
+        modification time (absent files count too): a resumed build must
+        read the same inputs it started from."""
+        digest = hashlib.sha256()
+        for ref in refs:
+            digest.update(f"{ref.source}/{ref.image_id}\n".encode())
+            for path in self.reader(ref.source).files(ref.image_id):
+                try:
+                    st = path.stat()
+                    digest.update(f"{path.name} {st.st_size} {st.st_mtime_ns}\n".encode())
+                except FileNotFoundError:
+                    digest.update(f"{path.name} missing\n".encode())
+        return digest.hexdigest()
 
     def resolve(self, spec: str) -> list[ImageRef]:
         if spec in ("union", "union-minus-voc-val"):

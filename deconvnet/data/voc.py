@@ -71,10 +71,13 @@ def read_indexed_png(path: Path) -> np.ndarray:
     """The palette indices of a VOC label PNG."""
     if not path.is_file():
         raise DatasetError(f"{path}: label PNG not found")
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L"):
-            raise DatasetError(f"{path}: expected an indexed (palette) PNG, got mode {img.mode}")
-        return np.array(img, dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L"):
+                raise DatasetError(f"{path}: expected an indexed (palette) PNG, got mode {img.mode}")
+            return np.array(img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or not a PNG
+        raise DatasetError(f"{path}: unreadable label PNG ({err})") from err
 
 
 def _mat_field(path: Path, struct: str, field: str) -> np.ndarray:
@@ -102,12 +105,22 @@ class VOCReader:
     def image(self, image_id: str) -> np.ndarray:
         return read_image(self.root / "JPEGImages" / f"{image_id}.jpg")
 
+    def files(self, image_id: str) -> list[Path]:
+        """Every file an image's example is made from."""
+        return [self.root / "JPEGImages" / f"{image_id}.jpg", self.root / "SegmentationClass" / f"{image_id}.png",
+                self.root / "SegmentationObject" / f"{image_id}.png"]
+
     def class_map(self, image_id: str) -> np.ndarray:
         return read_indexed_png(self.root / "SegmentationClass" / f"{image_id}.png")
 
     def instances(self, image_id: str) -> list[Instance]:
-        objects = read_indexed_png(self.root / "SegmentationObject" / f"{image_id}.png")
+        object_path = self.root / "SegmentationObject" / f"{image_id}.png"
+        objects = read_indexed_png(object_path)
         classes = self.class_map(image_id)
+        if objects.shape != classes.shape:
+            # A DatasetError: the builder skips the image (or fails with --strict).
+            raise DatasetError(f"{object_path} is {objects.shape[1]}x{objects.shape[0]}, its SegmentationClass "
+                               f"PNG {classes.shape[1]}x{classes.shape[0]}: the two must match")
         found = []
         for obj in np.unique(objects):
             if obj in (0, VOID):
@@ -132,6 +145,11 @@ class SBDReader:
 
     def image(self, image_id: str) -> np.ndarray:
         return read_image(self.root / "img" / f"{image_id}.jpg")
+
+    def files(self, image_id: str) -> list[Path]:
+        """Every file an image's example is made from."""
+        return [self.root / "img" / f"{image_id}.jpg", self.root / "cls" / f"{image_id}.mat",
+                self.root / "inst" / f"{image_id}.mat"]
 
     def class_map(self, image_id: str) -> np.ndarray:
         seg = _mat_field(self.root / "cls" / f"{image_id}.mat", "GTcls", "Segmentation")

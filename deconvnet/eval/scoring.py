@@ -42,10 +42,12 @@ class Scores:
     num_images: int
 
     def as_json(self) -> dict:
-        return dict(mean_iou=self.mean_iou,
-                    per_class_iou={CLASSES[c]: (None if np.isnan(v) else float(v))
-                                   for c, v in enumerate(self.per_class_iou)},
-                    pixel_accuracy=self.pixel_accuracy, num_images=self.num_images)
+        """Valid JSON: an undefined value is null, never NaN."""
+        def value(v: float) -> float | None:
+            return None if np.isnan(v) else float(v)
+        return dict(mean_iou=value(self.mean_iou),
+                    per_class_iou={CLASSES[c]: value(v) for c, v in enumerate(self.per_class_iou)},
+                    pixel_accuracy=value(self.pixel_accuracy), num_images=self.num_images)
 
 
 def scores(cm: np.ndarray, num_images: int) -> Scores:
@@ -95,6 +97,13 @@ def evaluate_dirs(gt_dir: Path, pred_dir: Path, ids: list[str] | None) -> tuple[
         ids = sorted(p.stem for p in gt_dir.glob("*.png"))
         if not ids:
             raise EvaluationError(f"no ground-truth PNGs in {gt_dir}")
+    if not ids:
+        raise EvaluationError("the image list is empty: nothing to score")
+    repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    if repeated:
+        shown = ", ".join(repeated[:20]) + (f" and {len(repeated) - 20} more" if len(repeated) > 20 else "")
+        raise EvaluationError(f"the image list names {len(repeated)} id(s) more than once ({shown}); each "
+                              "would be counted again: remove the repeats")
     missing = [i for i in ids if not (pred_dir / f"{i}.png").is_file()]
     if missing:
         shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
@@ -104,6 +113,10 @@ def evaluate_dirs(gt_dir: Path, pred_dir: Path, ids: list[str] | None) -> tuple[
         gt_path, pred_path = gt_dir / f"{image_id}.png", pred_dir / f"{image_id}.png"
         gt = read_indexed_png(gt_path)
         pred = read_indexed_png(pred_path)
+        bad_gt = sorted(set(np.unique(gt).tolist()) - set(range(NUM_CLASSES)) - {VOID})
+        if bad_gt:
+            raise EvaluationError(f"{gt_path} holds values outside 0..20 and 255: {bad_gt}; is --gt-dir "
+                                  "SegmentationClass (not SegmentationObject)?")
         if gt.shape != pred.shape:
             raise EvaluationError(f"size mismatch: {pred_path} is {pred.shape[1]}x{pred.shape[0]}, "
                                   f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}")
