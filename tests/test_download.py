@@ -258,7 +258,8 @@ def test_part_longer_than_the_remote_file_starts_over(server, tmp_path):
     assert server.ranges == [f"bytes={len(PAYLOAD) + 11}-", None]
 
 
-@pytest.mark.parametrize("status, retried, phrase", [(404, False, "check the address"), (500, True, "retrying may help")])
+@pytest.mark.parametrize("status, retried, phrase",
+                         [(404, False, "check the address"), (500, True, "retrying may help")])
 def test_error_statuses_are_named_not_resumed(server, tmp_path, caplog, status, retried, phrase):
     server.status = status
     with pytest.raises(DownloadError, match=f"HTTP {status}") as err:

@@ -200,3 +200,55 @@ def test_figure_commands_with_the_fcn_partner(setup, tmp_path, figure):
     assert result.returncode == 0, result.stderr[-2000:]
     picture = cv2.imread(str(out))
     assert picture is not None and picture.shape[0] > 200 and picture.shape[1] > 500
+
+
+def test_weights_must_cover_the_net(setup, tmp_path, caffe):
+    """Issue 12, item 2: a 0-byte caffemodel, or one holding only conv1_1, is
+    refused (Caffe would run the rest on random fillers); the flag lists and goes on."""
+    from caffe.proto import caffe_pb2
+
+    image = sorted((setup / "syn" / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
+    empty = tmp_path / "empty.caffemodel"
+    empty.write_bytes(b"")
+    full = caffe_pb2.NetParameter()
+    full.ParseFromString((setup / "deconvnet.caffemodel").read_bytes())
+    partial = caffe_pb2.NetParameter()
+    partial.layer.extend([layer for layer in full.layer if layer.name == "conv1_1"])
+    only_conv = tmp_path / "conv1_1.caffemodel"
+    only_conv.write_bytes(partial.SerializeToString())
+    for weights in (empty, only_conv):
+        args = [sys.executable, str(ROOT / "tools" / "infer.py"), str(image), "--out", str(tmp_path / weights.stem),
+                "--model", str(setup / "deconvnet.prototxt"), "--weights", str(weights), "--edges", "gradient"]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"{weights} has no weights for" in result.stderr and "conv1_2" in result.stderr
+        assert not (tmp_path / weights.stem / "labels").exists()
+    allowed = subprocess.run(args + ["--allow-missing-weights"], capture_output=True, text=True, timeout=300)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "keep their fillers" in allowed.stderr and "conv1_2" in allowed.stderr
+    # Another shape: the tool stops with both shapes, where Caffe would abort.
+    wrong = caffe_pb2.NetParameter()
+    wrong.CopyFrom(full)
+    first = next(layer for layer in wrong.layer if layer.name == "conv1_1")
+    del first.blobs[0].shape.dim[:]
+    first.blobs[0].shape.dim.extend([3, 3, 3, 3])
+    bad = tmp_path / "shape.caffemodel"
+    bad.write_bytes(wrong.SerializeToString())
+    args[args.index(str(only_conv))] = str(bad)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "other shapes for conv1_1" in result.stderr, result.stderr[-2000:]
+
+
+def test_inputs_with_one_name_get_distinct_outputs(setup, tmp_path):
+    """Issue 12, item 4: same.jpg and same.png are two images, both segmented."""
+    source = sorted((setup / "syn" / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.open(source[0]).save(folder / "same.jpg")
+    Image.open(source[1]).save(folder / "same.png")
+    result = infer(setup, tmp_path / "out", folder, "--edges", "gradient")
+    assert result.returncode == 0, result.stderr[-2000:]
+    labels = sorted(p.name for p in (tmp_path / "out" / "labels").glob("*.png"))
+    assert labels == ["same_jpg.png", "same_png.png"] and "share the name 'same'" in result.stderr
+    shapes = {np.array(Image.open(tmp_path / "out" / "labels" / n)).shape for n in labels}
+    assert shapes == {np.array(Image.open(source[0])).shape[:2], np.array(Image.open(source[1])).shape[:2]}

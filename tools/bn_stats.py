@@ -19,6 +19,7 @@ from deconvnet.common.cli import PROTOTXT, setup_logging
 from deconvnet.common.machine import use_device
 from deconvnet.data.layer_params import SegDataParams
 from deconvnet.net.bn_stats import write_statistics
+from deconvnet.net.weights import WeightsMismatch
 
 
 def with_source(model: Path, source: Path, folder: Path) -> Path:
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="the inference caffemodel to write")
     parser.add_argument("--batches", type=int, default=500)
     parser.add_argument("--source", type=Path, help="training LMDB (default: the one in --model)")
+    parser.add_argument("--allow-missing-weights", action="store_true",
+                        help="go on when --weights lacks learned layers of --model (listed); they keep their fillers")
     parser.add_argument("--gpu", type=int)
     args = parser.parse_args(argv)
     setup_logging()
@@ -58,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         cwd = os.getcwd()
         os.chdir(args.model.resolve().parent)
         try:
-            write_statistics(model, weights, out, args.batches)
+            write_statistics(model, weights, out, args.batches, allow_missing=args.allow_missing_weights)
+        except WeightsMismatch as err:
+            logging.error("bn_stats: %s", err)
+            return 1
         finally:
             os.chdir(cwd)
     return 0

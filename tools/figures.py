@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fcn-weights", type=Path, help="FCN-8s caffemodel (fig5: adds its rows; fig7: needed)")
     parser.add_argument("--fcn-model", type=Path, help="FCN-8s deploy prototxt (default: the --fcn-variant's)")
     parser.add_argument("--gt", type=Path, help="fig7: ground-truth label PNG")
+    parser.add_argument("--allow-missing-weights", action="store_true",
+                        help="go on when a caffemodel lacks learned layers of its net (listed)")
     parser.add_argument("--out", type=Path, help="PNG to write (default: <figure>_<image>.png)")
     parser.add_argument("--box", type=float, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
                         help="fig4: the proposal to show")
@@ -72,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         gt_path = ground_truth_for(args.image, args.gt) if args.figure == "fig7" else None
         ground_truth = read_indexed_png(gt_path) if gt_path else None
         params = EdgeBoxParams(edge_model=resolve_edges(recipe.edges, args.edge_model))
-        model = DeconvNetModel(args.model, args.weights, batch=50)
-        fcn = (FCNModel(args.fcn_model or FCN_DEPLOY[recipe.fcn_variant], args.fcn_weights)
-               if args.fcn_weights else None)
+        model = DeconvNetModel(args.model, args.weights, 50, args.allow_missing_weights)
+        fcn = (FCNModel(args.fcn_model or FCN_DEPLOY[recipe.fcn_variant], args.fcn_weights,
+                        args.allow_missing_weights) if args.fcn_weights else None)
     except (DatasetError, EdgeModelError, WeightsMismatch) as err:
         logging.error("figures: %s", err)
         return 1

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_deploy.prototxt")
     p.add_argument("--weights", type=Path, required=True, help="DeconvNet caffemodel")
+    p.add_argument("--allow-missing-weights", action="store_true",
+                   help="go on when a caffemodel lacks learned layers of its net (they are listed and keep their "
+                        "random fillers); by default that stops the tool")
     p.add_argument("--top-k", type=int, default=50, help="proposals per image (default 50)")
     p.add_argument("--batch", type=int, default=50,
                    help="proposals per forward pass (default 50: one image; on CPU use 10, 50 need over 24 GiB)")
@@ -174,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     use_device(args.gpu)
     try:
-        fcn = FCNModel(fcn_model, args.fcn_weights) if args.fcn_weights else None
-        deconvnet = DeconvNetModel(args.model, args.weights, args.batch)
+        fcn = FCNModel(fcn_model, args.fcn_weights, args.allow_missing_weights) if args.fcn_weights else None
+        deconvnet = DeconvNetModel(args.model, args.weights, args.batch, args.allow_missing_weights)
     except WeightsMismatch as err:
         logging.error("infer: %s", err)
         return 2

@@ -1,10 +1,10 @@
 """The two networks inference runs, loaded from a deploy prototxt and a
 caffemodel: DeconvNet on batches of proposal crops, FCN-8s on whole images.
 
-Caffe copies weights by layer name and silently skips the net's layers the
-caffemodel lacks, leaving them at their fillers; both loaders refuse that
-(a 2014 FCN-8s caffemodel in the heavy layout would otherwise run with a
-random score head)."""
+Both load their weights strictly (deconvnet.net.weights): a caffemodel that
+lacks learned layers of the net, or has other shapes, stops the tool (a 2014
+FCN-8s caffemodel in the heavy layout would otherwise run with a random
+score head)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,41 +12,18 @@ from pathlib import Path
 import numpy as np
 
 from deconvnet.infer.aggregation import MEAN
+from deconvnet.net.weights import WeightsMismatch, load_net
 
-
-class WeightsMismatch(Exception):
-    """The caffemodel does not hold weights for every learned layer of the net."""
-
-
-def layers_with_weights(weights: Path) -> set[str]:
-    """Names of the layers that carry blobs in a caffemodel (new or V1 format)."""
-    from caffe.proto import caffe_pb2
-
-    param = caffe_pb2.NetParameter()
-    try:
-        param.ParseFromString(Path(weights).read_bytes())
-    except Exception as err:  # protobuf's DecodeError
-        raise WeightsMismatch(f"{weights}: not a caffemodel ({err})") from err
-    return {layer.name for layer in list(param.layer) + list(param.layers) if len(layer.blobs)}
-
-
-def check_weights_cover(net, prototxt: Path, weights: Path) -> None:
-    missing = [name for name in net.params if name not in layers_with_weights(weights)]
-    if missing:
-        raise WeightsMismatch(
-            f"{weights} has no weights for {len(missing)} of the {len(net.params)} learned layers of {prototxt} "
-            f"({', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''}): a model for another layout "
-            "(for FCN-8s, --fcn-variant 2014 or heavy), or an incomplete file")
+__all__ = ["DeconvNetModel", "FCNModel", "WeightsMismatch"]
 
 
 class DeconvNetModel:
     """The deploy net, run on proposal crops in batches."""
 
-    def __init__(self, prototxt: Path, weights: Path, batch: int = 50) -> None:
+    def __init__(self, prototxt: Path, weights: Path, batch: int = 50, allow_missing: bool = False) -> None:
         import caffe
 
-        self.net = caffe.Net(str(prototxt), str(weights), caffe.TEST)
-        check_weights_cover(self.net, prototxt, weights)
+        self.net = load_net(prototxt, weights, caffe.TEST, allow_missing)
         self.size = self.net.blobs["data"].data.shape[2]
         self.batch = batch
 
@@ -65,11 +42,10 @@ class DeconvNetModel:
 class FCNModel:
     """FCN-8s on the whole image (any size)."""
 
-    def __init__(self, prototxt: Path, weights: Path) -> None:
+    def __init__(self, prototxt: Path, weights: Path, allow_missing: bool = False) -> None:
         import caffe
 
-        self.net = caffe.Net(str(prototxt), str(weights), caffe.TEST)
-        check_weights_cover(self.net, prototxt, weights)
+        self.net = load_net(prototxt, weights, caffe.TEST, allow_missing)
 
     def scores(self, image: np.ndarray) -> np.ndarray:
         data = (image.astype(np.float32) - MEAN).transpose(2, 0, 1)

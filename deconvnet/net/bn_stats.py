@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deconvnet.common.atomic import save_net
+from deconvnet.net.weights import load_net
 
 import caffe
 
@@ -50,10 +51,11 @@ def estimate(net: caffe.Net, batches: int, progress: bool = True) -> dict[str, t
     return stats
 
 
-def write_statistics(model: Path, weights: Path, out: Path, batches: int, progress: bool = True) -> Path:
+def write_statistics(model: Path, weights: Path, out: Path, batches: int, progress: bool = True,
+                     allow_missing: bool = False) -> Path:
     """Re-estimates the BatchNorm statistics of ``weights`` with the data of
     ``model`` (a train prototxt) and writes the inference caffemodel."""
-    net = caffe.Net(str(model), str(weights), caffe.TRAIN)
+    net = load_net(model, weights, caffe.TRAIN, allow_missing)
     stats = estimate(net, batches, progress)
     for name, (mean, var) in stats.items():
         blobs = net.params[name]
