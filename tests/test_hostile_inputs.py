@@ -1,0 +1,202 @@
+"""Issue 12: a hostile probe of the tools, item by item, each run as a user
+would (subprocesses, real files, real kills). Items with their own homes
+are tested there: 2 and 4 in test_infer_e2e.py, 8 and 15 in
+test_unpooling_errors.py, 9 in test_download.py."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deconvnet.data.crop_db import CropDB
+from deconvnet.data.voc import write_indexed_png
+
+from helpers import ROOT, synthetic_roots
+
+BUILD = ROOT / "data_prep" / "build_dataset.py"
+EVAL = ROOT / "tools" / "eval_voc.py"
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return synthetic_roots(tmp_path_factory.mktemp("synthetic"), num_images=8, seed=4)
+
+
+def run(*args, timeout=300, **kwargs):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          **kwargs)
+
+
+# --- 3: a resumed build must read the inputs it started from ------------------
+
+def test_resume_with_a_changed_list_starts_over(synthetic, tmp_path):
+    voc_src, sbd = synthetic
+    voc = tmp_path / "VOC2012"
+    shutil.copytree(voc_src, voc)
+    out = tmp_path / "s1"
+    code = ("import sys, os, signal\n"
+            "from deconvnet.data import build_crops\n"
+            "real = build_crops.CropDBWriter.add_image\n"
+            "def add(self, *a, **k):\n"
+            "    real(self, *a, **k)\n"
+            "    if self.images_done >= 2: os.kill(os.getpid(), signal.SIGKILL)\n"
+            "build_crops.CropDBWriter.add_image = add\n"
+            "from data_prep.build_dataset import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    args = ["--stage", "1", "--voc", voc, "--image-set", "voc:trainval", "--out", out, "--workers", "1",
+            "--commit-every", "1"]
+    killed = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL and (tmp_path / "s1.partial").exists()
+    split = voc / "ImageSets" / "Segmentation" / "trainval.txt"
+    ids = split.read_text().split()
+    split.write_text("\n".join(ids[1:]) + "\n")  # the user edits the list
+    rerun = run(BUILD, *args)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "the image list or input files changed" in rerun.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["images"] == len(ids) - 1
+    db = CropDB(out)
+    sources = {db.get(n).meta["image_id"] for n in range(db.num_records)}
+    assert ids[0] not in sources, "records of the removed image survived the changed list"
+
+
+# --- 7: eval_voc on empty and repeated lists, NaN, bad ground truth -----------
+
+def pair(tmp_path, gt_values=((0, 1), (1, 0))):
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    write_indexed_png(gt / "a.png", np.array(gt_values, np.uint8))
+    write_indexed_png(pred / "a.png", np.array([[0, 1], [1, 0]], np.uint8))
+    return gt, pred
+
+
+def test_eval_refuses_empty_and_repeated_lists(tmp_path):
+    gt, pred = pair(tmp_path)
+    (tmp_path / "empty.txt").write_text("\n")
+    empty = run(EVAL, "--gt-dir", gt, "--pred-dir", pred, "--list", tmp_path / "empty.txt",
+                "--json", tmp_path / "s.json")
+    assert empty.returncode == 1 and "the image list is empty" in empty.stderr
+    assert not (tmp_path / "s.json").exists()
+    (tmp_path / "twice.txt").write_text("a\na\n")
+    twice = run(EVAL, "--gt-dir", gt, "--pred-dir", pred, "--list", tmp_path / "twice.txt")
+    assert twice.returncode == 1 and "more than once (a)" in twice.stderr
+
+
+def test_eval_json_is_valid_and_goes_into_new_folders(tmp_path):
+    gt, pred = pair(tmp_path, gt_values=((255, 255), (255, 255)))  # all void: nothing scored
+    out = tmp_path / "new" / "folder" / "s.json"
+    result = run(EVAL, "--gt-dir", gt, "--pred-dir", pred, "--json", out)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"JSON holds {c}"))
+    assert scores["mean_iou"] is None and scores["pixel_accuracy"] is None
+
+
+@pytest.mark.parametrize("case", ["truncated", "above 20"])
+def test_eval_bad_ground_truth_is_named(tmp_path, case):
+    gt, pred = pair(tmp_path)
+    if case == "truncated":
+        data = (gt / "a.png").read_bytes()
+        (gt / "a.png").write_bytes(data[:len(data) // 2])
+        phrase = "unreadable label PNG"
+    else:
+        write_indexed_png(gt / "a.png", np.array([[0, 1], [77, 0]], np.uint8))
+        phrase = "values outside 0..20 and 255: [77]"
+    result = run(EVAL, "--gt-dir", gt, "--pred-dir", pred)
+    assert result.returncode == 1 and f"{gt / 'a.png'}" in result.stderr and phrase in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --- 10: a class PNG of another size than the object PNG is skipped ----------
+
+def test_class_and_object_png_sizes_differ(synthetic, tmp_path):
+    voc_src, _ = synthetic
+    voc = tmp_path / "VOC2012"
+    shutil.copytree(voc_src, voc)
+    first = (voc / "ImageSets" / "Segmentation" / "trainval.txt").read_text().split()[0]
+    path = voc / "SegmentationClass" / f"{first}.png"
+    with Image.open(path) as img:
+        img.crop((0, 0, img.width - 3, img.height)).save(path)
+    result = run(BUILD, "--stage", "1", "--voc", voc, "--image-set", "voc:trainval", "--out", tmp_path / "s1",
+                 "--workers", "1")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    skipped = json.loads((tmp_path / "s1" / "manifest.json").read_text())["skipped"]
+    assert [s["image"] for s in skipped] == [f"voc/{first}"] and "must match" in skipped[0]["reason"]
+
+
+# --- 12: an empty image list is an error, not an empty "finished" database ---
+
+def test_empty_image_list_builds_nothing(synthetic, tmp_path):
+    voc_src, _ = synthetic
+    voc = tmp_path / "VOC2012"
+    shutil.copytree(voc_src, voc)
+    (voc / "ImageSets" / "Segmentation" / "empty.txt").write_text("")
+    result = run(BUILD, "--stage", "1", "--voc", voc, "--image-set", "voc:empty", "--out", tmp_path / "s1")
+    assert result.returncode == 1 and "has no images" in result.stderr
+    assert not (tmp_path / "s1").exists() and not (tmp_path / "s1.partial").exists()
+
+
+# --- 13: outputs readable by group and others under umask 022 -----------------
+
+def test_outputs_follow_the_umask(synthetic, tmp_path):
+    voc, sbd = synthetic
+    env = dict(os.environ)
+    code = ("import os, sys, runpy; os.umask(0o022); sys.argv = sys.argv[1:];"
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    outputs = tmp_path / "outputs"
+    build = subprocess.run([sys.executable, "-c", code, str(BUILD), "--stage", "1", "--voc", str(voc),
+                            "--image-set", "voc:trainval", "--out", str(outputs / "s1"), "--limit", "2"],
+                           capture_output=True, text=True, timeout=300, env=env)
+    assert build.returncode == 0, build.stderr[-2000:]
+    gt, pred = pair(tmp_path)
+    score = subprocess.run([sys.executable, "-c", code, str(EVAL), "--gt-dir", str(gt), "--pred-dir", str(pred),
+                            "--json", str(outputs / "s.json")], capture_output=True, text=True, timeout=120)
+    assert score.returncode == 0, score.stderr
+    files = [p for p in outputs.rglob("*") if p.is_file()]
+    assert len(files) >= 4
+    for path in files:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o044 == 0o044, f"{path} is {oct(mode)}: not readable by group and others"
+
+
+# --- 16: temporary files of killed writers are removed -----------------------
+
+def test_stale_temporary_files_are_cleaned(tmp_path):
+    from deconvnet.common.atomic import atomic_path
+
+    target = tmp_path / "labels" / "x.png"
+    code = ("import os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from deconvnet.common.atomic import atomic_path\n"
+            "with atomic_path(Path(sys.argv[1])) as tmp:\n"
+            "    tmp.write_bytes(b'half')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", code, str(target)], cwd=ROOT, timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    stale = list(target.parent.glob(".x.*.part.png"))
+    assert len(stale) == 1
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert list(target.parent.glob(".x.*.part.png")) == [], "the killed writer's file is still there"
+    # A live writer's temporary file is left alone.
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live = target.parent / f".x.{socket.gethostname().split('.')[0]}-{sleeper.pid}.abc.part.png"
+        live.write_bytes(b"in progress")
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"again")
+        assert live.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
