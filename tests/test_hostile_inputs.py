@@ -200,3 +200,12 @@ def test_stale_temporary_files_are_cleaned(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# --- 14: flags that made no sense ran anyway --------------------------------------
+
+@pytest.mark.parametrize("flag, value", [("--top-k", "-3"), ("--batch", "0")])
+def test_infer_rejects_non_positive_counts(tmp_path, flag, value):
+    result = run(ROOT / "tools" / "infer.py", tmp_path, "--out", tmp_path / "out", "--weights", tmp_path / "w",
+                 flag, value)
+    assert result.returncode == 2 and f"argument {flag}: expected a positive integer" in result.stderr

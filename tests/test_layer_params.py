@@ -57,7 +57,14 @@ def test_committed_prototxt_carries_the_stage_settings():
     ('{"batch_size": 2}', "param_str needs 'source'"),
     ('{"source": "db", "batch_size": 0}', "'batch_size' must be a positive integer"),
     ('{"source": "db", "workers": -1}', "'workers' must be 0 or more"),
-    ('{"source": "db", "mean": [1, 2]}', "'mean' needs 3 values"),
+    ('{"source": "db", "mean": [1, 2]}', "'mean' must be 3 numbers"),
+    # Issue 12, item 14: JSON types as declared.
+    ('{"source": "db", "batch_size": true}', "'batch_size' must be an integer, got true"),
+    ('{"source": "db", "mean": "abc"}', "'mean' must be 3 numbers (B, G, R), got \"abc\""),
+    ('{"source": "db", "mean": ["a", 1, 2]}', "'mean' must be 3 numbers"),
+    ('{"source": "db", "mirror": "no"}', "'mirror' must be true or false, got \"no\""),
+    ('{"source": "db", "workers": true}', "'workers' must be an integer"),
+    ('{"source": 7}', "'source' must be a string"),
     ("source=db", "param_str is not JSON"),
     ("[1]", "must be a JSON object"),
 ])

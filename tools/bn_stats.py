@@ -15,7 +15,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from deconvnet.common.cli import PROTOTXT, setup_logging
+from deconvnet.common.cli import PROTOTXT, positive_int, setup_logging
 from deconvnet.common.machine import use_device
 from deconvnet.data.layer_params import SegDataParams
 from deconvnet.net.bn_stats import write_statistics
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_stage2_train.prototxt")
     parser.add_argument("--weights", type=Path, required=True, help="the trained caffemodel")
     parser.add_argument("--out", type=Path, required=True, help="the inference caffemodel to write")
-    parser.add_argument("--batches", type=int, default=500)
+    parser.add_argument("--batches", type=positive_int, default=500)
     parser.add_argument("--source", type=Path, help="training LMDB (default: the one in --model)")
     parser.add_argument("--allow-missing-weights", action="store_true",
                         help="go on when --weights lacks learned layers of --model (listed); they keep their fillers")

@@ -39,7 +39,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from deconvnet.common.atomic import atomic_path
-from deconvnet.common.cli import PROTOTXT, add_options, options_from_args, setup_logging
+from deconvnet.common.cli import PROTOTXT, add_options, options_from_args, positive_int, setup_logging
 from deconvnet.common.machine import use_device
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, ProposalCache, edges_record, resolve_edges
@@ -129,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing-weights", action="store_true",
                    help="go on when a caffemodel lacks learned layers of its net (they are listed and keep their "
                         "random fillers); by default that stops the tool")
-    p.add_argument("--top-k", type=int, default=50, help="proposals per image (default 50)")
-    p.add_argument("--batch", type=int, default=50,
+    p.add_argument("--top-k", type=positive_int, default=50, help="proposals per image (default 50)")
+    p.add_argument("--batch", type=positive_int, default=50,
                    help="proposals per forward pass (default 50: one image; on CPU use 10, 50 need over 24 GiB)")
     p.add_argument("--aggregate", choices=("max", "sum"), default="max", help="Eq. 1 max (default) or Eq. 2 sum")
     p.add_argument("--proposal-cache", type=Path, help="default: <out>/proposals")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deconvnet.common.cli import setup_logging
+from deconvnet.common.cli import positive_int, setup_logging
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.data.crops import tight_box
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, edge_boxes, edges_record, resolve_edges
@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voc", type=Path, required=True, help="VOCdevkit/VOC2012-layout folder")
     parser.add_argument("--split", default="val", help="ImageSets/Segmentation split (default val)")
     parser.add_argument("--list", type=Path, help="file of image ids instead of --split")
-    parser.add_argument("--limit", type=int, help="only the first N images")
-    parser.add_argument("--max-boxes", type=int, default=2000, help="proposals per image (default 2000)")
-    parser.add_argument("--tops", type=int, nargs="+", default=[50, 2000], help="k of the top-k rows")
+    parser.add_argument("--limit", type=positive_int, help="only the first N images")
+    parser.add_argument("--max-boxes", type=positive_int, default=2000, help="proposals per image (default 2000)")
+    parser.add_argument("--tops", type=positive_int, nargs="+", default=[50, 2000], help="k of the top-k rows")
     parser.add_argument("--edge-model", default="", help="structured-edge model.yml.gz")
     add_recipe_option(parser)
     add_field_options(parser, "edges", help=dict(edges="Edge Boxes' edges"))

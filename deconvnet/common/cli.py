@@ -38,6 +38,17 @@ PROTOTXT = ROOT / "prototxt"
 MODELS = ROOT / "models"
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Messages as plain lines on stderr, as every tool prints them."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")

@@ -47,13 +47,29 @@ class _JSONParams:
         for key in cls.REQUIRED:
             if key not in given:
                 raise ValueError(f"{cls.LAYER}: param_str needs '{key}'")
+        kinds = {f.name: str(f.type) for f in fields(cls)}
+        for key, value in given.items():
+            cls._check_type(key, kinds[key], value)
         if "mean" in given:
-            if not isinstance(given["mean"], list) or len(given["mean"]) != 3:
-                raise ValueError(f"{cls.LAYER}: 'mean' needs 3 values (B, G, R), got {given['mean']!r}")
             given["mean"] = tuple(float(v) for v in given["mean"])
         params = cls(**given)
         params.validate()
         return params
+
+    @classmethod
+    def _check_type(cls, key: str, kind: str, value: object) -> None:
+        """JSON types as declared: an int is not a bool, a bool is not the
+        string "no" (which Python would take as true), a mean is 3 numbers."""
+        def number(v: object) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "bool": isinstance(value, bool),
+              "str": isinstance(value, str),
+              "tuple[float, ...]": isinstance(value, list) and len(value) == 3 and all(map(number, value))}[kind]
+        if not ok:
+            wanted = {"int": "an integer", "bool": "true or false", "str": "a string",
+                      "tuple[float, ...]": "3 numbers (B, G, R)"}[kind]
+            raise ValueError(f"{cls.LAYER}: '{key}' must be {wanted}, got {json.dumps(value)}")
 
     def validate(self) -> None:
         pass
