@@ -133,6 +133,7 @@ class Prefetcher:
 
     def __init__(self, source: str, planner: BatchPlanner, crop: int, mean: np.ndarray, workers: int) -> None:
         ctx = mp.get_context("fork")
+        self.source = source
         self.planner = planner
         self.tasks: mp.Queue = ctx.Queue()
         self.results: mp.Queue = ctx.Queue()
@@ -146,13 +147,26 @@ class Prefetcher:
             self.tasks.put(planner.next())
         atexit.register(self.close)
 
+    def _check_workers(self) -> None:
+        """A worker that died (a crash, SIGBUS on a damaged file, the OOM
+        killer) is reported at once, with how it ended."""
+        for p in self.procs:
+            if not p.is_alive() and p.exitcode not in (0, None):
+                how = (f"killed by signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0
+                       else f"exit status {p.exitcode}")
+                raise RuntimeError(f"SegDataLayer: prefetch worker {p.pid} reading {self.source} died ({how})")
+
     def get(self) -> tuple[np.ndarray, np.ndarray]:
+        waited = 0.0
         while self.next_seq not in self.waiting:
             try:
-                seq, batch, error = self.results.get(timeout=120)
-            except queue.Empty as err:
-                dead = [p.pid for p in self.procs if not p.is_alive()]
-                raise RuntimeError(f"SegDataLayer: no batch for 120 s (dead workers: {dead})") from err
+                seq, batch, error = self.results.get(timeout=1)
+            except queue.Empty:
+                self._check_workers()
+                waited += 1
+                if waited >= 120:
+                    raise RuntimeError(f"SegDataLayer: no batch from {self.source} for 120 s") from None
+                continue
             if error:
                 raise RuntimeError(f"SegDataLayer worker failed: {error}")
             self.waiting[seq] = batch

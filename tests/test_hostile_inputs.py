@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -209,3 +210,116 @@ def test_infer_rejects_non_positive_counts(tmp_path, flag, value):
     result = run(ROOT / "tools" / "infer.py", tmp_path, "--out", tmp_path / "out", "--weights", tmp_path / "w",
                  flag, value)
     assert result.returncode == 2 and f"argument {flag}: expected a positive integer" in result.stderr
+
+
+# --- 5 and 6: damaged databases stop the data layer with the database and record named ---
+
+FORWARD = """
+import json, sys, caffe
+params = json.loads(sys.argv[1])
+open("net.prototxt", "w").write('layer {{ name: "data" type: "Python" top: "data" top: "label" '
+    'python_param {{ module: "python_layers.seg_data" layer: "SegDataLayer" param_str: %r }} }}' % json.dumps(params))
+net = caffe.Net("net.prototxt", caffe.TRAIN)
+for _ in range({passes}):
+    net.forward()
+print("FORWARD_DONE")
+"""
+
+
+def small_db(path, count=6, labels=None, with_crc=True):
+    from deconvnet.data.crop_db import CropDBWriter, encode_record
+
+    writer = CropDBWriter(path, dict(test=True))
+    rng = np.random.default_rng(0)
+    for r in range(count):
+        image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        label = np.full((32, 32), r % 21, np.uint8) if labels is None else labels(r)
+        value = encode_record(image, label, dict(cls=1))
+        if not with_crc:  # as written before the checksum field existed
+            import struct
+            (length,) = struct.unpack("<I", value[4:8])
+            meta = json.loads(value[8:8 + length])
+            del meta["crc32"]
+            header = json.dumps(meta, sort_keys=True).encode()
+            value = value[:4] + struct.pack("<I", len(header)) + header + value[8 + length:]
+        writer.add_image([(value, 1)])
+    writer.finish(np.arange(count), dict(params=dict(stored_size=32), unique_records=count))
+    return path
+
+
+def forward(tmp_path, db, workers, passes=3, timeout=60):
+    params = dict(source=str(db), batch_size=2, crop_size=32, workers=workers)
+    return subprocess.run([sys.executable, "-c", FORWARD.format(passes=passes), json.dumps(params)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_truncated_database(tmp_path, workers):
+    db = small_db(tmp_path / "db", count=400)
+    data = db / "data.mdb"
+    with open(data, "r+b") as f:
+        f.truncate(data.stat().st_size // 2)
+    started = time.monotonic()
+    result = forward(tmp_path, db, workers)
+    assert result.returncode == 1 and f"{db}/data.mdb is truncated" in result.stderr, result.stderr[-2000:]
+    assert time.monotonic() - started < 30
+
+
+def corrupt_record(db, number: int) -> None:
+    import lmdb
+
+    from deconvnet.data.crop_db import record_key
+
+    env = lmdb.open(str(db))
+    with env.begin(write=True) as txn:
+        value = bytearray(txn.get(record_key(number)))
+        value[-100] ^= 0x5A  # a few flipped bits inside the stored PNG / JPEG bytes
+        value[-300] ^= 0x21
+        txn.put(record_key(number), bytes(value))
+    env.close()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_flipped_bits_are_caught_by_the_checksum(tmp_path, workers):
+    db = small_db(tmp_path / "db")
+    corrupt_record(db, 3)
+    result = forward(tmp_path, db, workers)
+    assert result.returncode == 1 and "FORWARD_DONE" not in result.stdout
+    assert f"{db}: record 3: checksum mismatch" in result.stderr, result.stderr[-2000:]
+
+
+def test_label_outside_the_classes(tmp_path):
+    db = small_db(tmp_path / "db", labels=lambda r: np.full((32, 32), 77 if r == 2 else 1, np.uint8))
+    result = forward(tmp_path, db, 0)
+    assert result.returncode == 1 and f"{db}: record 2: label values outside 0..20 and 255: [77]" in result.stderr
+
+
+def test_a_dead_worker_is_reported_at_once(tmp_path):
+    db = small_db(tmp_path / "db")
+    code = FORWARD.format(passes=1).replace('print("FORWARD_DONE")', '''
+import os, signal, time
+worker = net.layers[0].prefetcher.procs[0]
+os.kill(worker.pid, signal.SIGKILL)
+worker.join()
+started = time.monotonic()
+try:
+    for _ in range(10):
+        net.forward()
+except RuntimeError as err:
+    print("RAISED", round(time.monotonic() - started), err)
+''')
+    params = dict(source=str(db), batch_size=2, crop_size=32, workers=1)
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(params)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"))
+    assert "RAISED" in result.stdout, result.stdout + result.stderr[-2000:]
+    seconds = int(result.stdout.split("RAISED")[1].split()[0])
+    assert seconds <= 5 and "died (killed by signal SIGKILL)" in result.stdout
+
+
+def test_databases_without_checksums_still_read(tmp_path):
+    db = small_db(tmp_path / "db", with_crc=False)
+    result = forward(tmp_path, db, 0)
+    assert result.returncode == 0 and "FORWARD_DONE" in result.stdout, result.stderr[-2000:]
+    assert result.stderr.count("read unverified") == 1

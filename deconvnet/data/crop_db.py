@@ -9,7 +9,11 @@ number), as:
     encoded image (JPEG) | label (grayscale PNG)
 
 where the metadata holds ``image_bytes``, ``label_bytes``, ``image_format``,
-``source``, ``image_id``, ``box`` and ``cls``. While it is built, the folder is
+``crc32`` (of the image and label bytes together), ``source``, ``image_id``,
+``box`` and ``cls``. Reading checks the checksum and that labels are 0..20
+or 255, and opening checks that ``data.mdb`` is as long as its last page
+says (a truncated copy would otherwise crash the reader with SIGBUS).
+Databases written before the checksum field read as before, with a note. While it is built, the folder is
 ``<name>.partial``; it is renamed only when complete, so a folder without
 that suffix is always whole. Build state (for resumption) lives under keys
 starting with ``__`` and is removed before the rename.
@@ -21,6 +25,7 @@ import logging
 import os
 import shutil
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -60,23 +65,39 @@ def encode_record(image: np.ndarray, label: np.ndarray, meta: dict[str, Any],
     ok2, lab = cv2.imencode(".png", label)
     if not (ok and ok2):
         raise CropDBError("encoding a crop failed")
-    meta = dict(meta, image_bytes=len(img), label_bytes=len(lab), image_format="jpeg")
+    payload = img.tobytes() + lab.tobytes()
+    meta = dict(meta, image_bytes=len(img), label_bytes=len(lab), image_format="jpeg", crc32=zlib.crc32(payload))
     header = json.dumps(meta, sort_keys=True).encode()
-    return MAGIC + struct.pack("<I", len(header)) + header + img.tobytes() + lab.tobytes()
+    return MAGIC + struct.pack("<I", len(header)) + header + payload
+
+
+# Label values a record may hold: the 21 classes and void.
+_BAD_LABEL = np.ones(256, bool)
+_BAD_LABEL[list(range(21)) + [255]] = False
 
 
 def decode_record(value: bytes) -> Record:
+    """Raises CropDBError when the record is damaged: bad magic or header, a
+    checksum mismatch, bytes that do not decode, or labels outside 0..20/255."""
     if value[:4] != MAGIC:
         raise CropDBError("not a DeconvNet crop record (bad magic)")
     (length,) = struct.unpack("<I", value[4:8])
-    meta = json.loads(value[8:8 + length])
-    start = 8 + length
-    img_end = start + meta["image_bytes"]
+    try:
+        meta = json.loads(value[8:8 + length])
+        start = 8 + length
+        img_end = start + meta["image_bytes"]
+        end = img_end + meta["label_bytes"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CropDBError(f"damaged record header ({err})") from err
+    if "crc32" in meta and zlib.crc32(value[start:end]) != meta["crc32"]:
+        raise CropDBError("checksum mismatch: the stored image or label bytes are damaged")
     image = cv2.imdecode(np.frombuffer(value[start:img_end], np.uint8), cv2.IMREAD_COLOR)
-    label = cv2.imdecode(np.frombuffer(value[img_end:img_end + meta["label_bytes"]], np.uint8),
-                         cv2.IMREAD_UNCHANGED)
+    label = cv2.imdecode(np.frombuffer(value[img_end:end], np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or label is None:
         raise CropDBError(f"a crop record whose {'image' if image is None else 'label'} does not decode")
+    if label.dtype != np.uint8 or _BAD_LABEL[label].any():
+        bad = sorted(set(np.unique(label).tolist()) - set(range(21)) - {255})
+        raise CropDBError(f"label values outside 0..20 and 255: {bad[:10]}")
     return Record(image, label, meta)
 
 
@@ -247,6 +268,18 @@ class CropDB:
                                   "build it with data_prep/build_dataset.py")
         self.manifest = json.loads((self.path / "manifest.json").read_text())
         self.index = np.load(self.path / "index.npy")
+        self._check_length()
+        self._noted_unverified = False
+
+    def _check_length(self) -> None:
+        """data.mdb must hold every page its meta page counts: reading past
+        the end of a truncated copy is a SIGBUS, not an error."""
+        info, page = self.env.info(), self.env.stat()["psize"]
+        need = (info["last_pgno"] + 1) * page
+        have = (self.path / "data.mdb").stat().st_size
+        if have < need:
+            raise CropDBError(f"{self.path}/data.mdb is truncated: {have} bytes, but its last page ends at "
+                              f"{need}; copy the database again (or rebuild it)")
 
     @property
     def env(self) -> lmdb.Environment:
@@ -268,4 +301,11 @@ class CropDB:
         return value
 
     def get(self, number: int) -> Record:
-        return decode_record(self.raw(number))
+        try:
+            record = decode_record(self.raw(number))
+        except CropDBError as err:
+            raise CropDBError(f"{self.path}: record {number}: {err}") from err
+        if "crc32" not in record.meta and not self._noted_unverified:
+            self._noted_unverified = True
+            LOG.warning("%s was built before records carried checksums: its records are read unverified", self.path)
+        return record
