@@ -323,3 +323,42 @@ def test_databases_without_checksums_still_read(tmp_path):
     result = forward(tmp_path, db, 0)
     assert result.returncode == 0 and "FORWARD_DONE" in result.stdout, result.stderr[-2000:]
     assert result.stderr.count("read unverified") == 1
+
+
+# --- 11: stage-2 datasets rebuild identically ------------------------------------
+
+def test_gradient_edges_do_not_depend_on_buffer_alignment(synthetic):
+    """OpenCV's float32 Sobel and magnitude rounded differently by alignment."""
+    from deconvnet.data.proposals import EdgeBoxParams, gradient_edges
+    from deconvnet.data.voc import read_image
+
+    voc, _ = synthetic
+    for path in sorted((voc / "JPEGImages").glob("*.jpg"))[:4]:
+        image = read_image(path)
+        results = []
+        for offset in range(0, 16, 3):
+            buffer = np.zeros(image.size + 32, np.uint8)
+            view = buffer[offset:offset + image.size].reshape(image.shape)
+            view[...] = image
+            results.append(gradient_edges(view, EdgeBoxParams()))
+        for edges, orientation in results[1:]:
+            np.testing.assert_array_equal(edges, results[0][0], err_msg=str(path))
+            np.testing.assert_array_equal(orientation, results[0][1], err_msg=str(path))
+
+
+def test_two_clean_stage2_builds_are_identical(synthetic, tmp_path):
+    voc, sbd = synthetic
+    for name in ("a", "b"):
+        result = run(BUILD, "--stage", "2", "--voc", voc, "--sbd", sbd, "--out", tmp_path / name / "s2",
+                     "--edges", "gradient", "--workers", "2")
+        assert result.returncode == 0, result.stderr[-2000:]
+    a, b = CropDB(tmp_path / "a" / "s2"), CropDB(tmp_path / "b" / "s2")
+    assert a.num_records == b.num_records
+    np.testing.assert_array_equal(a.index, b.index)
+    for number in range(a.num_records):
+        assert a.raw(number) == b.raw(number), f"record {number} differs between clean builds"
+    proposals_a = sorted((tmp_path / "a" / "proposals").rglob("*.npz"))
+    for path in proposals_a:
+        other = tmp_path / "b" / path.relative_to(tmp_path / "a")
+        with np.load(path) as x, np.load(other) as y:
+            np.testing.assert_array_equal(x["boxes"], y["boxes"])

@@ -55,13 +55,29 @@ class EdgeBoxParams:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _sobel(smooth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """3x3 Sobel derivatives (x, y) in float64, borders reflected as
+    OpenCV's default (BORDER_REFLECT_101, numpy's "reflect")."""
+    p = np.pad(smooth, 1, mode="reflect")
+    rows = p[:-2] + 2 * p[1:-1] + p[2:]          # smoothing down the columns
+    gx = rows[:, 2:] - rows[:, :-2]
+    cols = p[:, :-2] + 2 * p[:, 1:-1] + p[:, 2:]  # smoothing along the rows
+    gy = cols[2:] - cols[:-2]
+    return gx, gy
+
+
 def gradient_edges(image: np.ndarray, params: EdgeBoxParams) -> tuple[np.ndarray, np.ndarray]:
-    """Thinned gradient magnitude in [0, 1] and gradient orientation in [0, pi)."""
+    """Thinned gradient magnitude in [0, 1] and gradient orientation in [0, pi).
+
+    The float arithmetic is numpy's, in float64: OpenCV's float32 Sobel and
+    magnitude gave results one ulp apart from call to call (their SIMD and
+    scalar paths round differently, and which one runs depends on the
+    buffer's alignment), and Edge Boxes turned that into other boxes, so
+    two builds of a dataset differed. The blur and Canny work on integers."""
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    smooth = cv2.GaussianBlur(gray, (3, 3), 0).astype(np.float32) / 255.0
-    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-    magnitude: np.ndarray = cv2.magnitude(gx, gy)
+    smooth = cv2.GaussianBlur(gray, (3, 3), 0).astype(np.float64) / 255.0
+    gx, gy = _sobel(smooth)
+    magnitude = np.sqrt(gx * gx + gy * gy)
     magnitude /= max(float(magnitude.max()), 1e-6)
     thin = cv2.Canny(gray, params.canny_low, params.canny_high) > 0
     edges = np.where(thin, magnitude, 0).astype(np.float32)
