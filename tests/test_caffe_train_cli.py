@@ -125,3 +125,50 @@ def test_caffe_train_writes_loadable_snapshot(caffe, tmp_path, unpool_layer):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stderr
     assert (tmp_path / "snapshots" / "tiny_iter_8.caffemodel").exists()
+
+
+RAISING_LAYER = '''
+import caffe
+
+
+class Raising(caffe.Layer):
+    def setup(self, bottom, top):
+        if self.param_str == "setup":
+            raise ValueError("SENTINEL-7f3a raised in setup")
+        top[0].reshape(2, 3, 4, 4)
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        raise RuntimeError("SENTINEL-7f3a raised in forward")
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+'''
+
+
+@pytest.mark.parametrize("command, where", [("train", "setup"), ("train", "forward"), ("test", "forward"),
+                                            ("time", "forward")])
+def test_python_layer_errors_are_printed_with_the_layer(caffe, tmp_path, command, where):
+    """Issue 12, item 1: the exception's text and the layer's name, not only
+    'terminate called after throwing boost::python::error_already_set'."""
+    write(tmp_path / "raising_layer.py", RAISING_LAYER)
+    write(tmp_path / "net.prototxt", f"""layer {{ name: "feeder" type: "Python" top: "data"
+  python_param {{ module: "raising_layer" layer: "Raising" param_str: "{where}" }} }}
+layer {{ name: "loss" type: "Reduction" bottom: "data" top: "loss" }}
+""")
+    write(tmp_path / "solver.prototxt", 'net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 2\n'
+                                        "solver_mode: CPU\n")
+    (tmp_path / "empty.caffemodel").write_bytes(b"")  # `caffe test` insists on -weights
+    args = {"train": ["-solver", "solver.prototxt"],
+            "test": ["-model", "net.prototxt", "-weights", "empty.caffemodel", "-iterations", "1"],
+            "time": ["-model", "net.prototxt", "-iterations", "1"]}[command]
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",
+               PYTHONPATH=f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}")
+    result = subprocess.run([CAFFE_COMMAND, command, *args], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0
+    assert f"SENTINEL-7f3a raised in {where}" in result.stderr, result.stderr[-3000:]
+    assert "Python layer 'feeder' (raising_layer.Raising) raised in" in result.stderr
+    assert "Traceback" in result.stderr

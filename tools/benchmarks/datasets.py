@@ -2,7 +2,9 @@
 """Benchmark of the dataset pipeline on the synthetic dataset: edge-box
 proposals per second, stage-2 crops written per second, bytes per stored
 example, and SegDataLayer samples per second with 1 and 2 workers, with a
-projection to the real dataset sizes. Prints Markdown for docs/BENCHMARKS.md."""
+projection to the real dataset sizes, and the cost of the read-time checks
+(CRC32 and label range) against the data layer's time per sample. Prints
+Markdown for docs/BENCHMARKS.md."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +49,23 @@ def data_layer_rate(db: Path, workers: int, batches: int, folder: Path) -> float
     return rate
 
 
+def read_check_cost(db_path: Path, passes: int = 5) -> tuple[float, float]:
+    """Seconds per record to read and decode, with and without the checks,
+    interleaved pass by pass so that both see the same machine state."""
+    from deconvnet.data.crop_db import CropDB, decode_record
+
+    db = CropDB(db_path)
+    raws = [db.raw(n) for n in range(db.num_records)]
+    times = {True: [], False: []}
+    for _ in range(passes):
+        for verify in (True, False):
+            start = time.perf_counter()
+            for value in raws:
+                decode_record(value, verify)
+            times[verify].append((time.perf_counter() - start) / len(raws))
+    return min(times[True]), min(times[False])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=48, help="synthetic images (default 48)")
@@ -77,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
         m1 = json.loads((root / "s1" / "manifest.json").read_text())
         rates = {w: data_layer_rate(root / "s2", w, args.batches, root) for w in (1, 2)}
+        checked, unchecked = read_check_cost(root / "s2")
 
     scale = REAL_PIXELS / pixels
     real_proposal_s = proposal_time * scale
@@ -94,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{m1['bytes_per_example'] / 1024:.1f} KiB, stage 2: {bytes_per / 1024:.1f} KiB |")
     for w, rate in rates.items():
         print(f"| SegDataLayer, batch 8, 224 crops, {w} worker(s) | {rate:.0f} samples/s |")
+    check = max(checked - unchecked, 0.0)
+    print(f"| record decode with / without the read-time checks (CRC32, labels) | {checked * 1e6:.0f} / "
+          f"{unchecked * 1e6:.0f} us per record |")
+    print(f"| the checks' share of the data layer's time per sample (1 worker) | "
+          f"{check * rates[1] * 100:.1f}% |")
     print()
     print("Projection to the real data (12031 images):")
     print()
