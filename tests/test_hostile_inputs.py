@@ -362,3 +362,22 @@ def test_two_clean_stage2_builds_are_identical(synthetic, tmp_path):
         other = tmp_path / "b" / path.relative_to(tmp_path / "a")
         with np.load(path) as x, np.load(other) as y:
             np.testing.assert_array_equal(x["boxes"], y["boxes"])
+
+
+def test_a_full_disk_is_reported_as_such(synthetic, tmp_path):
+    """Item 12: the build stops with a message on free space and resuming,
+    not a bare "mdb_txn_commit: ..." traceback. The disk "fills" through a
+    file-size limit on the build process (writes fail with EFBIG)."""
+    voc, _ = synthetic
+    code = ("import resource, signal, sys, runpy\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"
+            "sys.argv = sys.argv[1:]\n"
+            "runpy.run_path(sys.argv[0], run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", code, str(BUILD), "--stage", "1", "--voc", str(voc),
+                             "--image-set", "voc:trainval", "--out", str(tmp_path / "s1"), "--workers", "1",
+                             "--commit-every", "1"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert f"writing {tmp_path / 's1.partial'} failed" in result.stderr and "free on its disk" in result.stderr
+    assert "rerun the same command: the build resumes" in result.stderr
