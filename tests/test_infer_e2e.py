@@ -252,3 +252,24 @@ def test_inputs_with_one_name_get_distinct_outputs(setup, tmp_path):
     assert labels == ["same_jpg.png", "same_png.png"] and "share the name 'same'" in result.stderr
     shapes = {np.array(Image.open(tmp_path / "out" / "labels" / n)).shape for n in labels}
     assert shapes == {np.array(Image.open(source[0])).shape[:2], np.array(Image.open(source[1])).shape[:2]}
+
+
+def test_infer_outputs_follow_the_umask(setup, tmp_path):
+    """Issue 12, item 13: every file infer writes is readable by group and
+    others under umask 022 (mkstemp alone made them 0600)."""
+    import stat
+
+    image = sorted((setup / "syn" / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))[0]
+    code = ("import os, sys, runpy; os.umask(0o022); sys.argv = sys.argv[1:];"
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-c", code, str(ROOT / "tools" / "infer.py"), str(image), "--out",
+                             str(out), "--model", str(setup / "deconvnet.prototxt"), "--weights",
+                             str(setup / "deconvnet.caffemodel"), "--edges", "gradient", "--save-probs",
+                             "--overlays", "--voc-submission"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.parent.name for p in files} >= {"labels", "probs", "overlays", "comp6_test_cls"}
+    for path in files:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o044 == 0o044, f"{path} is {oct(mode)}"
