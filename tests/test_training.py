@@ -275,3 +275,17 @@ def test_plot_tool(tmp_path):
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
     assert names == ["loss.png", "lr.png", "test_accuracy.png", "val_miou.png"]
+
+
+def test_initial_weights_must_cover_the_net(tiny, tmp_path):
+    """Issue 12, item 2, for training: a caffemodel lacking layers (here: a
+    0-byte file) stops tools/train.py naming them; the flag goes on."""
+    empty = tmp_path / "empty.caffemodel"
+    empty.write_bytes(b"")
+    refused = train_cli(tiny, tmp_path / "run", "--stage", "1", "--weights", str(empty))
+    assert refused.returncode == 2 and f"{empty} has no weights for" in refused.stderr, refused.stderr[-2000:]
+    assert "conv1_1" in refused.stderr
+    allowed = train_cli(tiny, tmp_path / "run2", "--stage", "1", "--weights", str(empty), "--allow-missing-weights",
+                        "--max-iter", "1", "--val-interval", "0")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "keep their fillers" in allowed.stderr

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from deconvnet.common.cli import PROTOTXT, ROOT, add_options, options_from_args, setup_logging
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
+from deconvnet.net.weights import WeightsMismatch
 from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, finished_model
 
 RECIPE_FIELDS = ("lr_policy", "patience", "plateau_metric", "weight_decay_rule")
@@ -76,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         except DiskFull as err:
             logging.error("train: stopped cleanly: %s", err)
             return 3
+        except WeightsMismatch as err:
+            logging.error("train: %s", err)
+            return 2
         logging.info("stage %d finished: %s", stage, weights)
     return 0
 

@@ -31,6 +31,7 @@ from deconvnet.common.constants import NUM_CLASSES
 from deconvnet.common.machine import use_device
 from deconvnet.common.recipes import solver_weight_decay
 from deconvnet.eval.scoring import confusion, scores
+from deconvnet.net.weights import check_weights
 
 import caffe
 from caffe.proto import caffe_pb2
@@ -53,6 +54,8 @@ class StageConfig:
     solver: Path = option(cli=False, help="a stage solver file (its paths relative to its folder)")
     run_dir: Path = option(cli=False, help="snapshots, logs and state of this stage")
     weights: Path | None = option(None, cli=False, help="initial weights (-weights)")
+    allow_missing_weights: bool = option(False, help="start even when --weights lacks learned layers of the "
+                                                     "net (they are listed and keep their fillers)")
     lr_policy: str = option("step", choices=("step", "plateau"),
                             help="step: the solver's steps; plateau: divide the rate by 10 after "
                                  "--patience validations without improvement (the paper's rule)")
@@ -165,6 +168,9 @@ class Trainer:
                           cuts=[], metric=self.config.plateau_metric)
         resumed = self._resume()
         if not resumed and config.weights is not None:
+            # Caffe would skip the layers the file lacks and abort on other shapes.
+            check_weights(self.solver.net, self.param.train_net or self.param.net, config.weights,
+                          config.allow_missing_weights)
             self.solver.net.copy_from(str(config.weights))
         self.snapshot_bytes = 2 * 4 * sum(p.data.size for ps in self.solver.net.params.values() for p in ps)
 
