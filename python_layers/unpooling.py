@@ -6,8 +6,9 @@ exercise Python layers under ``caffe train``. Networks should use the native
 layer.
 
 Bottoms: values, the MAX pooling mask, and optionally a blob whose spatial
-size is the output size. ``param_str`` may be a JSON object with ``unpool_h``
-and ``unpool_w``; without it, bottom[2] gives the size, else 2x the input.
+size is the output size. The output size is required, as the native layer
+requires it: ``param_str`` a JSON object with ``unpool_h`` and ``unpool_w``,
+or bottom[2] (2x the input would be wrong for odd pooling inputs).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class UnpoolingLayer(caffe.Layer):
         elif len(bottom) == 3:
             self.out_h, self.out_w = bottom[2].data.shape[-2:]
         else:
-            self.out_h, self.out_w = 2 * h, 2 * w
+            raise ValueError("Python Unpooling layer needs its output size: param_str "
+                             '{"unpool_h": H, "unpool_w": W} or a third bottom (inputs of 7 and 8 both pool to 4)')
         top[0].reshape(n, c, self.out_h, self.out_w)
 
     def _flat_indices(self, mask: np.ndarray) -> np.ndarray:

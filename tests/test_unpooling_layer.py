@@ -38,10 +38,8 @@ def pool_unpool_net(caffe, tmp_path, shape, size_source: str):
     n, c, h, w = shape
     if size_source == "bottom":
         unpool = 'bottom: "x" unpooling_param { }'
-    elif size_source == "param":
+    else:
         unpool = f"unpooling_param {{ unpool_h: {h} unpool_w: {w} }}"
-    else:  # from kernel and stride: only exact for even sizes
-        unpool = "unpooling_param { kernel_size: 2 stride: 2 }"
     text = f"""
 name: "pool_unpool"
 force_backward: true
@@ -66,8 +64,8 @@ def run_forward_backward(net, x: np.ndarray, top_diff: np.ndarray):
 
 CASES = [
     # shape, size source
-    ((1, 1, 4, 4), "kernel"),
-    ((2, 3, 8, 6), "kernel"),
+    ((1, 1, 4, 4), "param"),
+    ((2, 3, 8, 6), "param"),
     ((2, 3, 7, 9), "bottom"),   # odd: pooling rounds up to 4x5
     ((3, 4, 5, 5), "param"),
     ((1, 2, 1, 3), "bottom"),   # a one-pixel-high plane
@@ -113,7 +111,7 @@ def test_unpooled_values_per_window(caffe, tmp_path):
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape).astype(np.float32)
     r = rng.standard_normal(shape).astype(np.float32)
-    net = pool_unpool_net(caffe, tmp_path, shape, "kernel")
+    net = pool_unpool_net(caffe, tmp_path, shape, "param")
     _, pooled_diff, _ = run_forward_backward(net, x, r)
     for i in range(3):
         for j in range(2):

@@ -67,8 +67,10 @@ def _deconvnet_body(n: caffe.NetSpec, size: Size, global_stats: bool) -> None:
     _bn_scale_relu(n, "fc6_deconv", "fc6_deconv_relu", global_stats)
     bottom = n.fc6_deconv
     for stage, widths in DECODER_BLOCKS:
-        unpool = L.Unpooling(bottom, getattr(n, f"pool{stage}_mask"),
-                             unpooling_param=dict(kernel_size=2, stride=2))
+        # The output size is stated: kernel and stride alone cannot tell an odd input from
+        # the next even one (the layer refuses to guess).
+        unpool = L.Unpooling(bottom, getattr(n, f"pool{stage}_mask"), unpooling_param=dict(
+            kernel_size=2, stride=2, unpool_size=size.input_size >> (stage - 1)))
         setattr(n, f"unpool{stage}", unpool)
         bottom = unpool
         for k, channels in enumerate(widths, start=1):

@@ -23,10 +23,10 @@ namespace caffe {
  * Backward gathers bottom_diff[i] = top_diff[n, c, mask[i]]; the mask and the
  * size bottom receive no gradient.
  *
- * The output size comes from unpool_size / unpool_h / unpool_w, else from
- * bottom[2], else (in - 1) * stride + kernel. The mask indices are only
- * meaningful if the output width equals the width of the pooling input, so
- * odd-sized inputs (where Pooling rounds up) need unpool_* or bottom[2].
+ * The output size is required: unpool_size / unpool_h / unpool_w, or the
+ * spatial size of bottom[2]. It cannot be inferred from kernel and stride:
+ * inputs of 7 and 8 both pool to 4, and the mask indices are only meaningful
+ * if the output width equals the width of the pooling input.
  */
 template <typename Dtype>
 class UnpoolingLayer : public Layer<Dtype> {

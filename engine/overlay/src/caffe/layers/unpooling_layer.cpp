@@ -1,3 +1,4 @@
+#include <climits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -50,18 +51,36 @@ void UnpoolingLayer<Dtype>::LayerSetUp(const vector<Blob<Dtype>*>& bottom,
   CHECK_EQ(param.has_unpool_h(), param.has_unpool_w()) << Describe()
       << ": unpool_h and unpool_w must be given together.";
 
-  kernel_h_ = param.has_kernel_h() ? param.kernel_h() : param.kernel_size();
-  kernel_w_ = param.has_kernel_w() ? param.kernel_w() : param.kernel_size();
-  stride_h_ = param.has_stride_h() ? param.stride_h() : param.stride();
-  stride_w_ = param.has_stride_w() ? param.stride_w() : param.stride();
-  unpool_h_ = param.has_unpool_h() ? param.unpool_h() : param.unpool_size();
-  unpool_w_ = param.has_unpool_w() ? param.unpool_w() : param.unpool_size();
+  const uint32_t values[] = {
+      param.has_kernel_h() ? param.kernel_h() : param.kernel_size(),
+      param.has_kernel_w() ? param.kernel_w() : param.kernel_size(),
+      param.has_stride_h() ? param.stride_h() : param.stride(),
+      param.has_stride_w() ? param.stride_w() : param.stride(),
+      param.has_unpool_h() ? param.unpool_h() : param.unpool_size(),
+      param.has_unpool_w() ? param.unpool_w() : param.unpool_size()};
+  for (int i = 0; i < 6; ++i) {
+    // uint32 in the prototxt; a value above INT_MAX would wrap negative.
+    CHECK_LE(values[i], static_cast<uint32_t>(INT_MAX)) << Describe()
+        << ": unpooling_param value " << values[i] << " is larger than "
+        << INT_MAX << ", the most a Caffe blob axis can hold.";
+  }
+  kernel_h_ = values[0];
+  kernel_w_ = values[1];
+  stride_h_ = values[2];
+  stride_w_ = values[3];
+  unpool_h_ = values[4];
+  unpool_w_ = values[5];
   CHECK(stride_h_ > 0 && stride_w_ > 0) << Describe()
       << ": stride must be positive.";
-  const bool size_given = unpool_h_ > 0 || bottom.size() == 3;
-  CHECK(size_given || (kernel_h_ > 0 && kernel_w_ > 0)) << Describe()
-      << ": cannot infer the output size. Set kernel_size (and stride), or"
-      << " unpool_size, or pass a third bottom with the output size.";
+  // The output size cannot be inferred from kernel and stride: inputs of 7
+  // and 8 both pool to 4 (kernel 2, stride 2), and unpooling a 7 into an 8
+  // puts every switch of the last row and column at the wrong place.
+  CHECK(unpool_h_ > 0 || bottom.size() == 3) << Describe()
+      << ": needs its output size, which kernel and stride cannot tell (inputs"
+      << " of 7 and 8 both pool to 4 with kernel 2, stride 2). Set"
+      << " unpooling_param { unpool_size } (or unpool_h and unpool_w) to the"
+      << " matching pooling layer's input size, or pass that pooling layer's"
+      << " input as a third bottom.";
 }
 
 template <typename Dtype>
@@ -79,18 +98,21 @@ void UnpoolingLayer<Dtype>::Reshape(const vector<Blob<Dtype>*>& bottom,
   if (unpool_h_ > 0) {
     out_height_ = unpool_h_;
     out_width_ = unpool_w_;
-  } else if (bottom.size() == 3) {
+  } else {
     CHECK_GE(bottom[2]->num_axes(), 2) << Describe() << ": the size bottom"
         << " needs spatial axes; got shape " << bottom[2]->shape_string();
     out_height_ = bottom[2]->shape(-2);
     out_width_ = bottom[2]->shape(-1);
-  } else {
-    out_height_ = (height_ - 1) * stride_h_ + kernel_h_;
-    out_width_ = (width_ - 1) * stride_w_ + kernel_w_;
   }
   CHECK(out_height_ > 0 && out_width_ > 0) << Describe()
       << ": output size " << out_height_ << "x" << out_width_
       << " is not positive.";
+  const double elements = static_cast<double>(bottom[0]->num()) * channels_
+      * out_height_ * out_width_;
+  CHECK_LE(elements, static_cast<double>(INT_MAX)) << Describe()
+      << ": output " << bottom[0]->num() << "x" << channels_ << "x"
+      << out_height_ << "x" << out_width_ << " would hold " << elements
+      << " values, more than a Caffe blob's limit of " << INT_MAX << ".";
   top[0]->Reshape(bottom[0]->num(), channels_, out_height_, out_width_);
   bad_index_flag_.Reshape(1, 1, 1, 1);
 }

@@ -73,19 +73,18 @@ class UnpoolingLayerTest : public MultiDeviceTest<TypeParam> {
 
 TYPED_TEST_CASE(UnpoolingLayerTest, TestDtypesAndDevices);
 
-TYPED_TEST(UnpoolingLayerTest, TestSetupDefaultSize) {
+TYPED_TEST(UnpoolingLayerTest, TestSetupWithoutSizeDies) {
+  // Kernel and stride alone cannot tell a 7 from an 8 (both pool to 4).
   typedef typename TypeParam::Dtype Dtype;
   this->PoolRandomInput(2, 3, 8, 10);
   LayerParameter param;
+  param.set_name("unpool_test");
   param.mutable_unpooling_param()->set_kernel_size(2);
   param.mutable_unpooling_param()->set_stride(2);
   UnpoolingLayer<Dtype> layer(param);
   vector<Blob<Dtype>*> top(1, this->unpooled_);
-  layer.SetUp(this->UnpoolBottoms(false), top);
-  EXPECT_EQ(2, this->unpooled_->num());
-  EXPECT_EQ(3, this->unpooled_->channels());
-  EXPECT_EQ(8, this->unpooled_->height());
-  EXPECT_EQ(10, this->unpooled_->width());
+  EXPECT_DEATH(layer.SetUp(this->UnpoolBottoms(false), top),
+               "'unpool_test': needs its output size");
 }
 
 TYPED_TEST(UnpoolingLayerTest, TestSetupExplicitSize) {
