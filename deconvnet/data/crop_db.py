@@ -71,11 +71,6 @@ def encode_record(image: np.ndarray, label: np.ndarray, meta: dict[str, Any],
     return MAGIC + struct.pack("<I", len(header)) + header + payload
 
 
-# Label values a record may hold: the 21 classes and void.
-_BAD_LABEL = np.ones(256, bool)
-_BAD_LABEL[list(range(21)) + [255]] = False
-
-
 def decode_record(value: bytes, verify: bool = True) -> Record:
     """Raises CropDBError when the record is damaged: bad magic or header, a
     checksum mismatch, bytes that do not decode, or labels outside 0..20/255
@@ -96,7 +91,9 @@ def decode_record(value: bytes, verify: bool = True) -> Record:
     label = cv2.imdecode(np.frombuffer(value[img_end:end], np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or label is None:
         raise CropDBError(f"a crop record whose {'image' if image is None else 'label'} does not decode")
-    if verify and (label.dtype != np.uint8 or _BAD_LABEL[label].any()):
+    # Labels may hold the 21 classes and void (255); OpenCV's inRange is the
+    # cheapest test of that (a numpy lookup cost a tenth of the read).
+    if verify and (label.dtype != np.uint8 or cv2.countNonZero(cv2.inRange(label, 21, 254))):
         bad = sorted(set(np.unique(label).tolist()) - set(range(21)) - {255})
         raise CropDBError(f"label values outside 0..20 and 255: {bad[:10]}")
     return Record(image, label, meta)
