@@ -190,14 +190,15 @@ def test_stale_temporary_files_are_cleaned(tmp_path):
         tmp.write_bytes(b"whole")
     assert target.read_bytes() == b"whole"
     assert list(target.parent.glob(".x.*.part.png")) == [], "the killed writer's file is still there"
-    # A live writer's temporary file is left alone.
+    # A live writer's temporary file is left alone by another process's write.
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         live = target.parent / f".x.{socket.gethostname().split('.')[0]}-{sleeper.pid}.abc.part.png"
         live.write_bytes(b"in progress")
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"again")
-        assert live.exists()
+        again = ("import sys\nfrom pathlib import Path\nfrom deconvnet.common.atomic import atomic_path\n"
+                 "with atomic_path(Path(sys.argv[1])) as tmp:\n    tmp.write_bytes(b'again')\n")
+        assert subprocess.run([sys.executable, "-c", again, str(target)], cwd=ROOT, timeout=60).returncode == 0
+        assert live.exists() and target.read_bytes() == b"again"
     finally:
         sleeper.kill()
         sleeper.wait()

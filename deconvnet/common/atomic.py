@@ -1,9 +1,9 @@
 """Files that appear whole or not at all: write beside the target under a
 temporary name, then rename over it.
 
-The temporary name holds the host and process id of its writer, so that a
-later write of the same target removes what a killed writer left behind
-(only its own host's, and only when that process is gone). The finished
+The temporary name holds the host and process id of its writer, so that the
+first write into a folder by a later process removes what killed writers
+left behind there (only its own host's, and only when that process is gone). The finished
 file gets the mode the user's umask gives a new file (``mkstemp`` alone
 would make every output 0600, unreadable to colleagues on a shared
 cluster).
@@ -43,12 +43,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_parts(path: Path) -> list[Path]:
-    """Temporary files for ``path`` left by dead writers on this host."""
-    host = socket.gethostname().split(".")[0]
+_CLEANED: set[tuple[int, Path]] = set()
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Temporary files in ``folder`` left by dead writers on this host; once
+    per folder and process (a folder of labels is written thousands of times)."""
+    folder = Path(folder)
+    if (os.getpid(), folder) in _CLEANED:
+        return []
+    _CLEANED.add((os.getpid(), folder))
+    marker = f".{socket.gethostname().split('.')[0]}-"
     removed = []
-    for part in path.parent.glob(f".{path.stem}.{host}-*.part{path.suffix}"):
-        tag = part.name[len(f".{path.stem}.{host}-"):].split(".", 1)[0]
+    for part in folder.glob(f".*{marker}*.part*"):
+        tag = part.name.rsplit(marker, 1)[1].split(".", 1)[0]
         if tag.isdigit() and int(tag) != os.getpid() and not _alive(int(tag)):
             part.unlink(missing_ok=True)
             removed.append(part)
@@ -61,7 +69,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     the block succeeds and removes it otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(path)
+    remove_stale_parts(path.parent)
     # The suffix stays last, so writers that go by it (OpenCV, PIL) still can.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{_writer_tag()}.",
                                suffix=f".part{path.suffix}")
