@@ -29,3 +29,8 @@ def test_quick_demo(tmp_path):
     assert {p.name for p in (out / "plots").glob("*.png")} >= {"loss.png", "lr.png", "val_miou.png"}
     assert (out / "eval.txt").read_text().splitlines()[0].split()[-1] == "mean"
     assert set(summary["crops_validation"]) == {"moving averages (caffe)", "re-estimated"}
+    # Inference ran with the folded model; both models were timed on the same crops.
+    folding = summary["folding"]
+    assert folding["label_agreement"] >= 0.999
+    assert all(s > 0 for s in folding["forward_s_per_image"].values())
+    assert "## Folded BatchNorm" in report and (out / "models" / "deconvnet_folded.caffemodel").exists()

@@ -29,6 +29,7 @@ from deconvnet.data.proposals import EdgeBoxParams, ProposalCache, resolve_edges
 from deconvnet.data.synthetic import SyntheticSpec, write_dataset
 from deconvnet.data.voc import VOCReader
 from deconvnet.eval.scoring import evaluate_dirs, score_table
+from deconvnet.infer.aggregation import paste_and_aggregate, proposal_batch, select_boxes
 from deconvnet.infer.crf import CRFParams
 from deconvnet.infer.figures import figure6
 from deconvnet.infer.models import DeconvNetModel
@@ -37,6 +38,7 @@ from deconvnet.infer.pipeline import Pipeline
 from deconvnet.net import nets
 from deconvnet.net.architecture import Size
 from deconvnet.net.bn_stats import write_statistics
+from deconvnet.net.fold_bn import fold
 from deconvnet.net.prototxt import write_reduced_stage
 from deconvnet.net.solvers import Schedule
 from deconvnet.net.surgery import build_init_model
@@ -160,10 +162,18 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
     step("BatchNorm statistics", t0)
 
     t0 = time.time()
+    folded_deploy = models / "deconvnet_reduced_deploy_folded.prototxt"
+    folded_weights = models / "deconvnet_folded.caffemodel"
+    fold(deploy, bn_weights, folded_deploy, folded_weights)
     reader = VOCReader(voc)
     val_ids = reader.ids("val")
-    pipeline = Pipeline(DeconvNetModel(deploy, bn_weights, batch=50), crf=CRFParams())
     proposals = ProposalCache(data / "proposals_infer", edge_params)
+    folding = compare_folded(DeconvNetModel(deploy, bn_weights, batch=50),
+                             DeconvNetModel(folded_deploy, folded_weights, batch=50), reader, val_ids, proposals)
+    step("folding BatchNorm", t0)
+
+    t0 = time.time()
+    pipeline = Pipeline(DeconvNetModel(folded_deploy, folded_weights, batch=50), crf=CRFParams())
     labels_dir = out / "predictions" / "labels"
     for k, image_id in enumerate(val_ids):
         image = reader.image(image_id)
@@ -192,10 +202,36 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
     total = time.time() - started
     summary = dict(mean_iou=scores["mean_iou"], all_background_mean_iou=baseline.mean_iou,
                    pixel_accuracy=scores["pixel_accuracy"], val_images=len(val_ids), seconds=total,
-                   crops_validation=crops_val, timings=timings, config=config.__dict__)
+                   crops_validation=crops_val, folding=folding, timings=timings, config=config.__dict__)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out, summary, table, plots, solvers)
     return summary
+
+
+def compare_folded(unfolded: DeconvNetModel, folded: DeconvNetModel, reader: VOCReader, ids: list[str],
+                   proposals: ProposalCache) -> dict:
+    """Forward seconds of both models on the same crops (each val image's
+    proposals; the faster of two rounds) and the share of pixels whose
+    aggregated labels agree."""
+    seconds = {"unfolded": 0.0, "folded": 0.0}
+    agree = total = 0
+    for image_id in ids:
+        image = reader.image(image_id)
+        boxes = select_boxes(proposals.get(image_id, image)[0], image.shape, 50)
+        crops, enlarged = proposal_batch(image, boxes, unfolded.size)
+        labels = {}
+        for name, model in (("unfolded", unfolded), ("folded", folded)):
+            rounds = []
+            for _ in range(2):
+                start = time.perf_counter()
+                maps = model.scores(crops)
+                rounds.append(time.perf_counter() - start)
+            seconds[name] += min(rounds)
+            labels[name] = paste_and_aggregate(maps, enlarged, image.shape, "max").argmax(axis=0)
+        agree += int((labels["unfolded"] == labels["folded"]).sum())
+        total += labels["folded"].size
+    return dict(forward_s_per_image={k: v / len(ids) for k, v in seconds.items()},
+                speedup=seconds["unfolded"] / max(seconds["folded"], 1e-9), label_agreement=agree / total)
 
 
 def write_report(out: Path, summary: dict, table: str, plots: list[Path], solvers: dict) -> None:
@@ -229,6 +265,15 @@ def write_report(out: Path, summary: dict, table: str, plots: list[Path], solver
     ]
     for label, result in summary["crops_validation"].items():
         lines.append(f"| {label} | {result['mean_iou'] * 100:.1f}% | {result['pixel_accuracy'] * 100:.1f}% |")
+    fold = summary["folding"]
+    per_image = fold["forward_s_per_image"]
+    lines += ["", "## Folded BatchNorm (tools/fold_bn.py)", "",
+              "Inference ran with BatchNorm and Scale folded into the (de)convolutions. Forward passes of each val "
+              "image's proposals, both models on the same crops:", "",
+              "| model | forward s per image |", "|---|---|",
+              f"| unfolded | {per_image['unfolded']:.3f} |", f"| folded | {per_image['folded']:.3f} |", "",
+              f"Folded is {fold['speedup']:.2f}x as fast; the aggregated labels agree on "
+              f"{fold['label_agreement'] * 100:.3f}% of the pixels."]
     lines += ["", "## Training", ""]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
     lines += ["", "Solvers: " + ", ".join(f"[stage {s}](prototxt/{p.name})" for s, p in solvers.items()),

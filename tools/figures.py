@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("figure", choices=("fig4", "fig5", "fig6", "fig7"))
     parser.add_argument("image", type=Path)
     parser.add_argument("--weights", type=Path, required=True, help="DeconvNet caffemodel")
-    parser.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_deploy.prototxt")
+    parser.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_deploy.prototxt",
+                        help="deploy prototxt (default %(default)s); for a caffemodel from tools/fold_bn.py, "
+                             "prototxt/deconvnet_deploy_folded.prototxt")
     parser.add_argument("--fcn-weights", type=Path, help="FCN-8s caffemodel (fig5: adds its rows; fig7: needed)")
     parser.add_argument("--fcn-model", type=Path, help="FCN-8s deploy prototxt (default: the --fcn-variant's)")
     parser.add_argument("--gt", type=Path, help="fig7: ground-truth label PNG")
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         gt_path = ground_truth_for(args.image, args.gt) if args.figure == "fig7" else None
         ground_truth = read_indexed_png(gt_path) if gt_path else None
         params = EdgeBoxParams(edge_model=resolve_edges(recipe.edges, args.edge_model))
-        model = DeconvNetModel(args.model, args.weights, 50, args.allow_missing_weights)
+        model = DeconvNetModel(args.model, args.weights, 50 if args.gpu is not None else None,
+                               args.allow_missing_weights)
         fcn = (FCNModel(args.fcn_model or FCN_DEPLOY[recipe.fcn_variant], args.fcn_weights,
                         args.allow_missing_weights) if args.fcn_weights else None)
     except (DatasetError, EdgeModelError, WeightsMismatch) as err:

@@ -52,6 +52,13 @@ from deconvnet.infer.pipeline import Pipeline, Timings
 RECIPE_FIELDS = ("min_box_side", "box_side_of", "ensemble", "fcn_variant", "edges")
 FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT / "fcn8s_deploy.prototxt"}
 
+BATCH_HELP = (
+    "proposals per forward pass. Default on a GPU: --top-k (one image a pass). Default on the CPU: the most "
+    "that fit in 60%% of the memory available once the net is loaded (MemAvailable, or the cgroup's limit), "
+    "at the net's memory per proposal: its blobs plus the input-sized buffers of BatchNorm (2) and in-place "
+    "Scale (1), counted from the loaded net; evened out over the passes. The full net needs 432 MiB per "
+    "proposal, folded 138 MiB (docs/BENCHMARKS.md): on a 24 GiB machine about 25 unfolded (2 passes of 50), "
+    "all 50 folded. The choice is logged")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff"}
 
 
@@ -124,14 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="split of --voc-root (default val)")
     p.add_argument("--list", type=Path, help="file of image ids (with --voc-root)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_deploy.prototxt")
+    p.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_deploy.prototxt",
+                   help="deploy prototxt (default %(default)s); with a caffemodel from tools/fold_bn.py, "
+                        "its folded prototxt, such as prototxt/deconvnet_deploy_folded.prototxt")
     p.add_argument("--weights", type=Path, required=True, help="DeconvNet caffemodel")
     p.add_argument("--allow-missing-weights", action="store_true",
                    help="go on when a caffemodel lacks learned layers of its net (they are listed and keep their "
                         "random fillers); by default that stops the tool")
     p.add_argument("--top-k", type=positive_int, default=50, help="proposals per image (default 50)")
-    p.add_argument("--batch", type=positive_int, default=50,
-                   help="proposals per forward pass (default 50: one image; on CPU use 10, 50 need over 24 GiB)")
+    p.add_argument("--batch", type=positive_int, help=BATCH_HELP)
     p.add_argument("--aggregate", choices=("max", "sum"), default="max", help="Eq. 1 max (default) or Eq. 2 sum")
     p.add_argument("--proposal-cache", type=Path, help="default: <out>/proposals")
     p.add_argument("--edge-model", default="",
@@ -178,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     use_device(args.gpu)
     try:
         fcn = FCNModel(fcn_model, args.fcn_weights, args.allow_missing_weights) if args.fcn_weights else None
-        deconvnet = DeconvNetModel(args.model, args.weights, args.batch, args.allow_missing_weights)
+        batch = args.batch or (args.top_k if args.gpu is not None else None)
+        deconvnet = DeconvNetModel(args.model, args.weights, batch, args.allow_missing_weights, args.top_k)
     except WeightsMismatch as err:
         logging.error("infer: %s", err)
         return 2

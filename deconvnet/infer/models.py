@@ -12,20 +12,24 @@ from pathlib import Path
 import numpy as np
 
 from deconvnet.infer.aggregation import MEAN
+from deconvnet.infer.memory import cpu_batch
 from deconvnet.net.weights import WeightsMismatch, load_net
 
 __all__ = ["DeconvNetModel", "FCNModel", "WeightsMismatch"]
 
 
 class DeconvNetModel:
-    """The deploy net, run on proposal crops in batches."""
+    """The deploy net (folded or not), run on proposal crops in batches of
+    ``batch``; None: as many of ``proposals`` as this machine's memory
+    holds (deconvnet.infer.memory; for the CPU)."""
 
-    def __init__(self, prototxt: Path, weights: Path, batch: int = 50, allow_missing: bool = False) -> None:
+    def __init__(self, prototxt: Path, weights: Path, batch: int | None = 50, allow_missing: bool = False,
+                 proposals: int = 50) -> None:
         import caffe
 
         self.net = load_net(prototxt, weights, caffe.TEST, allow_missing)
         self.size = self.net.blobs["data"].data.shape[2]
-        self.batch = batch
+        self.batch = cpu_batch(self.net, proposals) if batch is None else batch
 
     def scores(self, crops: np.ndarray) -> np.ndarray:
         out = []

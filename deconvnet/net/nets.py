@@ -24,9 +24,14 @@ def _gaussian(std: float = 0.01) -> dict[str, Any]:
     return dict(type="gaussian", std=std)
 
 
-def _bn_scale_relu(n: caffe.NetSpec, name: str, relu_name: str, global_stats: bool) -> None:
-    """BatchNorm + Scale (with bias) + ReLU, in place on blob ``name``."""
+def _bn_scale_relu(n: caffe.NetSpec, name: str, relu_name: str, global_stats: bool | None) -> None:
+    """BatchNorm + Scale (with bias) + ReLU, in place on blob ``name``;
+    ReLU alone when ``global_stats`` is None (a folded net: the two are in
+    the weights of the layer before, deconvnet.net.fold_bn)."""
     top = getattr(n, name)
+    if global_stats is None:
+        setattr(n, relu_name, L.ReLU(top, in_place=True))
+        return
     setattr(n, f"{name}_bn", L.BatchNorm(top, in_place=True,
                                          batch_norm_param=dict(use_global_stats=global_stats)))
     setattr(n, f"{name}_scale", L.Scale(getattr(n, f"{name}_bn"), in_place=True,
@@ -43,8 +48,32 @@ def _conv(bottom, num_output: int, kernel: int, pad: int, filler: dict | None = 
     return kind(bottom, param=LEARNED, convolution_param=conv_param)
 
 
-def _deconvnet_body(n: caffe.NetSpec, size: Size, global_stats: bool) -> None:
-    """conv1_1 ... seg_score on top of blob ``data``."""
+def _fc(bottom, num_output: int, transpose: bool = False, **extra):
+    fc_param: dict[str, Any] = dict(num_output=num_output, weight_filler=_gaussian(),
+                                    bias_filler=dict(type="constant", value=0))
+    if transpose:
+        fc_param["transpose"] = True
+    return L.InnerProduct(bottom, param=LEARNED, inner_product_param=fc_param, **extra)
+
+
+def _lean_fc(n: caffe.NetSpec, bottom, size: Size) -> None:
+    """fc6, fc7 and fc6_deconv of the folded net as InnerProducts (Caffe
+    runs a convolution image by image, re-reading fc6's weights for each;
+    deconvnet.net.rewrite): fc6_deconv transposed, then reshaped to k x k."""
+    k, width = size.fc6_kernel, size.width(512)
+    n.fc6 = _fc(bottom, size.width(FC_WIDTH))
+    n.relu6 = L.ReLU(n.fc6, in_place=True)
+    n.fc7 = _fc(n.fc6, size.width(FC_WIDTH))
+    n.relu7 = L.ReLU(n.fc7, in_place=True)
+    n.fc6_deconv_flat = _fc(n.fc7, width * k * k, transpose=True, name="fc6_deconv")
+    n.fc6_deconv = L.Reshape(n.fc6_deconv_flat, reshape_param=dict(shape=dict(dim=[0, width, k, k])),
+                             name="fc6_deconv_reshape")
+    n.fc6_deconv_relu = L.ReLU(n.fc6_deconv, in_place=True)
+
+
+def _deconvnet_body(n: caffe.NetSpec, size: Size, global_stats: bool | None) -> None:
+    """conv1_1 ... seg_score on top of blob ``data``; without BatchNorm and
+    Scale layers when ``global_stats`` is None."""
     bottom = n.data
     # Encoder: VGG16 convolutions; their weights come from VGG16, but fillers
     # make the net trainable from scratch too.
@@ -58,14 +87,17 @@ def _deconvnet_body(n: caffe.NetSpec, size: Size, global_stats: bool) -> None:
         setattr(n, f"pool{stage}", pool)
         setattr(n, f"pool{stage}_mask", mask)
         bottom = pool
-    n.fc6 = _conv(bottom, size.width(FC_WIDTH), size.fc6_kernel, 0, _gaussian())
-    _bn_scale_relu(n, "fc6", "relu6", global_stats)
-    n.fc7 = _conv(n.fc6, size.width(FC_WIDTH), 1, 0, _gaussian())
-    _bn_scale_relu(n, "fc7", "relu7", global_stats)
-    # Decoder: the mirror image, unpooling by the encoder's switches.
-    n.fc6_deconv = _conv(n.fc7, size.width(512), size.fc6_kernel, 0, _gaussian(), deconv=True)
-    _bn_scale_relu(n, "fc6_deconv", "fc6_deconv_relu", global_stats)
-    bottom = n.fc6_deconv
+    if global_stats is None:
+        _lean_fc(n, bottom, size)
+    else:
+        n.fc6 = _conv(bottom, size.width(FC_WIDTH), size.fc6_kernel, 0, _gaussian())
+        _bn_scale_relu(n, "fc6", "relu6", global_stats)
+        n.fc7 = _conv(n.fc6, size.width(FC_WIDTH), 1, 0, _gaussian())
+        _bn_scale_relu(n, "fc7", "relu7", global_stats)
+        # Decoder: the mirror image, unpooling by the encoder's switches.
+        n.fc6_deconv = _conv(n.fc7, size.width(512), size.fc6_kernel, 0, _gaussian(), deconv=True)
+        _bn_scale_relu(n, "fc6_deconv", "fc6_deconv_relu", global_stats)
+    bottom, channels_in = n.fc6_deconv, size.width(512)
     for stage, widths in DECODER_BLOCKS:
         # The output size is stated: kernel and stride alone cannot tell an odd input from
         # the next even one (the layer refuses to guess).
@@ -75,9 +107,12 @@ def _deconvnet_body(n: caffe.NetSpec, size: Size, global_stats: bool) -> None:
         bottom = unpool
         for k, channels in enumerate(widths, start=1):
             name = f"deconv{stage}_{k}"
-            setattr(n, name, _conv(bottom, size.width(channels), 3, 1, _gaussian(), deconv=True))
+            # Folded: a 3x3 stride-1 deconvolution that does not shrink the channels runs as the
+            # equivalent convolution (deconvnet.net.rewrite), same padding.
+            as_conv = global_stats is None and channels_in <= size.width(channels)
+            setattr(n, name, _conv(bottom, size.width(channels), 3, 1, _gaussian(), deconv=not as_conv))
             _bn_scale_relu(n, name, f"deconv{stage}_{k}_relu", global_stats)
-            bottom = getattr(n, name)
+            bottom, channels_in = getattr(n, name), size.width(channels)
     n.seg_score = _conv(bottom, NUM_CLASSES, 1, 0, _gaussian())
 
 
@@ -93,10 +128,12 @@ def seg_data_net(params: SegDataParams) -> caffe.proto.caffe_pb2.NetParameter:
     return n.to_proto()
 
 
-def deconvnet_deploy(batch: int = 1, size: Size = Size()) -> caffe.proto.caffe_pb2.NetParameter:
+def deconvnet_deploy(batch: int = 1, size: Size = Size(), folded: bool = False) -> caffe.proto.caffe_pb2.NetParameter:
+    """The inference net; ``folded``: with BatchNorm and Scale folded into
+    the (de)convolutions (tools/fold_bn.py writes its weights)."""
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[batch, 3, size.input_size, size.input_size]))
-    _deconvnet_body(n, size, global_stats=True)
+    _deconvnet_body(n, size, global_stats=None if folded else True)
     return n.to_proto()
 
 

@@ -71,6 +71,9 @@ def generate() -> dict[str, str]:
     paths = Paths.seen_from(PROTOTXT)
     files: dict[str, str] = {}
     files["deconvnet_deploy.prototxt"] = _text(nets.deconvnet_deploy(), "nets", "DeconvNet")
+    files["deconvnet_deploy_folded.prototxt"] = _text(
+        nets.deconvnet_deploy(folded=True), "nets", "DeconvNet_folded",
+        note="# BatchNorm and Scale folded into the (de)convolutions: weights from tools/fold_bn.py.\n")
     files.update(generate_stages(RELEASE, paths))
     files["fcn8s_deploy.prototxt"] = _text(nets.fcn8s_deploy(), "nets", "FCN-8s")
     files["fcn8s_2014_deploy.prototxt"] = _text(nets.fcn8s_2014_deploy(), "nets", "FCN-8s_2014")

@@ -18,8 +18,12 @@ class WeightsMismatch(Exception):
     """The caffemodel does not fit the net; the message names the layers."""
 
 
-def stored_shapes(weights: Path) -> dict[str, list[tuple[int, ...]]]:
-    """Layer name -> blob shapes in a caffemodel (new or V1 format)."""
+NORMALISATION = ("BatchNorm", "Scale")
+
+
+def stored_layers(weights: Path) -> dict[str, tuple[str, list[tuple[int, ...]]]]:
+    """Layer name -> (type, blob shapes) in a caffemodel (new or V1 format;
+    V1 types are numbers, as text)."""
     from caffe.proto import caffe_pb2
 
     weights = Path(weights)
@@ -30,12 +34,13 @@ def stored_shapes(weights: Path) -> dict[str, list[tuple[int, ...]]]:
         param.ParseFromString(weights.read_bytes())
     except Exception as err:  # protobuf's DecodeError
         raise WeightsMismatch(f"{weights}: not a caffemodel ({err})") from err
-    shapes: dict[str, list[tuple[int, ...]]] = {}
+    layers: dict[str, tuple[str, list[tuple[int, ...]]]] = {}
     for layer in list(param.layer) + list(param.layers):
         if len(layer.blobs):
-            shapes[layer.name] = [tuple(b.shape.dim) if b.HasField("shape")
-                                  else (b.num, b.channels, b.height, b.width) for b in layer.blobs]
-    return shapes
+            layers[layer.name] = (str(layer.type), [tuple(b.shape.dim) if b.HasField("shape")
+                                                    else (b.num, b.channels, b.height, b.width)
+                                                    for b in layer.blobs])
+    return layers
 
 
 def _fits(net_shape: tuple[int, ...], stored: tuple[int, ...], legacy: bool) -> bool:
@@ -47,8 +52,25 @@ def check_weights(net, prototxt: Path, weights: Path, allow_missing: bool = Fals
     """The learned layers of ``net`` that ``weights`` lacks (only when
     allow_missing); raises WeightsMismatch on missing layers (unless
     allowed) and on any shape mismatch."""
-    stored = stored_shapes(weights)
+    layers = stored_layers(weights)
+    stored = {name: shapes for name, (_, shapes) in layers.items()}
     missing = [name for name in net.params if name not in stored]
+    net_types = {name: layer.type for name, layer in zip(net._layer_names, net.layers, strict=True)}
+    unfolded = [name for name, (kind, _) in layers.items() if kind in NORMALISATION and name not in net_types]
+    if unfolded and not any(kind in NORMALISATION for kind in net_types.values()):
+        # Its convolutions would load and run without the BatchNorm and Scale they need.
+        raise WeightsMismatch(
+            f"{weights} has BatchNorm/Scale layers ({', '.join(unfolded[:3])}, ...) that {prototxt} lacks: weights "
+            "for the unfolded net. Use them with prototxt/deconvnet_deploy.prototxt, or fold them with "
+            "tools/fold_bn.py")
+    file_normalises = any(kind in NORMALISATION for kind, _ in layers.values())
+    if missing and not allow_missing and not file_normalises and all(
+            net_types[name] in NORMALISATION for name in missing):
+        # Checked before the shapes: the folded net's fc layers have other shapes too.
+        raise WeightsMismatch(
+            f"{weights} has no BatchNorm/Scale weights for {prototxt} ({', '.join(missing[:4])}, ...): a folded "
+            "caffemodel (tools/fold_bn.py)? Use it with its folded prototxt, such as "
+            "prototxt/deconvnet_deploy_folded.prototxt")
     wrong = []
     for name, blobs in net.params.items():
         if name not in stored:

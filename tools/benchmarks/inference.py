@@ -1,13 +1,35 @@
 #!/usr/bin/env python3
-"""Benchmark: per-image inference time on the CPU for a 500x375 image with 50
-proposals and the full-size DeconvNet (random weights): proposals, forward,
-paste-back and aggregation, CRF. The vectorised paste-back and aggregation
-is timed against a plain per-proposal, per-channel loop in the same run
-(and their results compared). Prints Markdown for docs/BENCHMARKS.md."""
+"""Benchmark: per-image CPU inference of one 500x375 image with 50 edge-box
+proposals and the full-size DeconvNet, in one run:
+
+  caffe unfolded, batch 10   the deploy net with BatchNorm and Scale
+  caffe folded, batch 10     tools/fold_bn.py's net and weights
+  caffe folded, batch 50     one image's proposals in one pass
+  torch BN, batch 50         the same architecture in PyTorch, eval mode
+  torch fused, batch 50      the same with BatchNorm fused into the convolutions
+
+Each runs in its own process (its peak RSS is its own) on the same crops and
+the same weights (random, He-initialised, with non-trivial BatchNorm
+statistics and Scale parameters); each records the forward seconds (the
+faster of --repeats), the peak RSS, the scores' largest difference from the
+unfolded Caffe net's, and the per-image total: proposals (measured once),
+crops, forward, paste-back and aggregation, softmax and the dense CRF. Then
+`caffe time` at batch 10 gives the per-layer forward times of both Caffe
+nets: the top ten layers and the Unpooling layers' share. The vectorised
+paste-back is also timed against a per-proposal, per-channel loop.
+
+Prints Markdown for docs/BENCHMARKS.md; --json writes the numbers. PyTorch
+is needed for its two rows (.venv/bin/pip install torch==2.13.0+cpu; without
+it they are left out with a note).
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -16,12 +38,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deconvnet.common.cli import PROTOTXT, ROOT
 from deconvnet.common.machine import cpu_name
 from deconvnet.data.proposals import EdgeBoxParams, edge_boxes
 from deconvnet.data.synthetic import SyntheticSpec, render
 from deconvnet.infer.aggregation import paste_and_aggregate, proposal_batch, select_boxes, softmax
 from deconvnet.infer.crf import CRFParams, dense_crf
-from deconvnet.infer.models import DeconvNetModel
+
+CAFFE = ROOT / ".venv" / "bin" / "caffe"
+CONFIGS = {  # name: (side, batch, folded)
+    "caffe unfolded, batch 10": ("caffe", 10, False),
+    "caffe folded, batch 10": ("caffe", 10, True),
+    "caffe folded, batch 50": ("caffe", 50, True),
+    "torch BN, batch 50": ("torch", 50, False),
+    "torch fused, batch 50": ("torch", 50, True),
+}
+REFERENCE = "caffe unfolded, batch 10"
+FACTOR = 0.5  # BatchNorm's stored moving-average factor
 
 
 def loop_aggregate(score_maps: np.ndarray, boxes, image_shape, mode: str = "max") -> np.ndarray:
@@ -48,73 +81,314 @@ def loop_aggregate(score_maps: np.ndarray, boxes, image_shape, mode: str = "max"
     return canvas
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--proposals", type=int, default=50)
-    parser.add_argument("--batch", type=int, default=10,
-                        help="proposals per forward (default 10: 50 at once needs more than 24 GiB on CPU)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats of the aggregation timing")
-    args = parser.parse_args(argv)
-    from deconvnet.net import nets
+# --- the parent: inputs, weights, children, report ----------------------------
+
+def make_inputs(folder: Path, proposals: int) -> float:
+    """image.png and boxes.npy in ``folder``; returns the proposals' seconds."""
+    image = cv2.resize(render(0, SyntheticSpec(min_side=375, max_side=375, seed=4))[0], (500, 375))
+    cv2.imwrite(str(folder / "image.png"), image)
+    start = time.perf_counter()
+    boxes, _ = edge_boxes(image, EdgeBoxParams())
+    boxes = select_boxes(boxes, image.shape, proposals)
+    seconds = time.perf_counter() - start
+    np.save(folder / "boxes.npy", boxes)
+    return seconds
+
+
+def make_weights(folder: Path) -> None:
+    """unfolded.caffemodel (random, with statistics), its fold, and the same
+    weights as .npy files for PyTorch (BatchNorm statistics already divided
+    by the factor; Scale as the BatchNorm's affine)."""
+    from deconvnet.net.fold_bn import fold
 
     import caffe
 
     caffe.set_mode_cpu()
-    image = render(0, SyntheticSpec(min_side=375, max_side=375, seed=4))[0]
-    image = cv2.resize(image, (500, 375))
-    with tempfile.TemporaryDirectory() as tmp:
-        deploy = Path(tmp) / "deploy.prototxt"
-        deploy.write_text(str(nets.deconvnet_deploy(batch=args.batch)))
-        net = caffe.Net(str(deploy), caffe.TEST)
-        for name, params in net.params.items():
-            if name.endswith("_bn"):
-                params[0].data[...], params[1].data[...], params[2].data[...] = 0, 1, 1
-        weights = Path(tmp) / "random.caffemodel"
-        net.save(str(weights))
-        del net
-        model = DeconvNetModel(deploy, weights, batch=args.batch)
+    deploy = PROTOTXT / "deconvnet_deploy.prototxt"
+    net = caffe.Net(str(deploy), caffe.TEST)
+    rng = np.random.default_rng(0)
+    kinds = {name: layer.type for name, layer in zip(net._layer_names, net.layers, strict=True)}
+    arrays = folder / "arrays"
+    arrays.mkdir()
+    for name, blobs in net.params.items():
+        shape = blobs[0].data.shape
+        if kinds[name] == "BatchNorm":
+            blobs[0].data[...] = rng.normal(0, 0.1, shape) * FACTOR
+            blobs[1].data[...] = rng.uniform(0.5, 2, shape) * FACTOR
+            blobs[2].data[...] = FACTOR
+        elif kinds[name] == "Scale":
+            blobs[0].data[...] = rng.uniform(0.5, 1.5, shape)
+            blobs[1].data[...] = rng.normal(0, 0.1, shape)
+        else:
+            fan_in = np.prod(shape[1:]) if kinds[name] == "Convolution" else shape[0] * np.prod(shape[2:])
+            blobs[0].data[...] = rng.normal(0, np.sqrt(2 / fan_in), shape).astype(np.float32)
+            blobs[1].data[...] = 0
+        for i, blob in enumerate(blobs):
+            value = blob.data / FACTOR if kinds[name] == "BatchNorm" and i < 2 else blob.data
+            np.save(arrays / f"{name}.{i}.npy", value)
+    net.save(str(folder / "unfolded.caffemodel"))
+    del net
+    fold(deploy, folder / "unfolded.caffemodel", folder / "folded.prototxt", folder / "folded.caffemodel")
 
-    times = {}
-    start = time.perf_counter()
-    boxes, _ = edge_boxes(image, EdgeBoxParams())
-    boxes = select_boxes(boxes, image.shape, args.proposals)
-    crops, enlarged = proposal_batch(image, boxes, model.size)
-    times["proposals (edge boxes, crops)"] = time.perf_counter() - start
-    start = time.perf_counter()
-    maps = model.scores(crops)
-    times[f"forward ({len(crops)} proposals, batches of {args.batch})"] = time.perf_counter() - start
+
+def run_child(folder: Path, config: str, repeats: int) -> dict | None:
+    result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", config, "--folder",
+                             str(folder), "--repeats", str(repeats)], capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"benchmark: {config} failed:\n{result.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+LAYER_LINE = re.compile(r"\]\s+(\S+)\s+forward: ([\d.]+) ms\.")
+
+
+def layer_times(model: Path, batch: int, folder: Path) -> dict[str, float]:
+    """Per-layer forward ms from ``caffe time`` on ``model`` at ``batch``
+    (its fillers: zero input, so the values do not matter)."""
+    from google.protobuf import text_format
+
+    from caffe.proto import caffe_pb2
+
+    param = caffe_pb2.NetParameter()
+    text_format.Merge(model.read_text(), param)
+    param.layer[0].input_param.shape[0].dim[0] = batch
+    timed = folder / f"time_{model.stem}.prototxt"
+    timed.write_text(str(param))
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
+    result = subprocess.run([str(CAFFE), "time", "-model", str(timed), "-iterations", "1"],
+                            capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark: caffe time failed:\n{result.stderr[-3000:]}")
+    times = {m.group(1): float(m.group(2)) for m in LAYER_LINE.finditer(result.stderr + result.stdout)}
+    types = {layer.name: layer.type for layer in param.layer}
+    return {f"{name} ({types.get(name, '?')})": ms for name, ms in times.items()}
+
+
+def aggregation_ratio(folder: Path, repeats: int) -> tuple[float, float]:
+    """(vectorised, loop) seconds of paste-back + max aggregation, same results."""
+    image = cv2.imread(str(folder / "image.png"))
+    maps = np.load(folder / "reference_maps.npy")
+    _, enlarged = proposal_batch(image, np.load(folder / "boxes.npy"), maps.shape[-1])
     vec, loop = [], []
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         start = time.perf_counter()
         aggregated = paste_and_aggregate(maps, enlarged, image.shape, "max")
         vec.append(time.perf_counter() - start)
         start = time.perf_counter()
         reference = loop_aggregate(maps, enlarged, image.shape, "max")
         loop.append(time.perf_counter() - start)
-    np.testing.assert_allclose(aggregated, reference, atol=1e-4)
-    times["paste-back + aggregation (vectorised)"] = min(vec)
-    start = time.perf_counter()
-    probs = softmax(aggregated)
-    times["softmax"] = time.perf_counter() - start
-    start = time.perf_counter()
-    dense_crf(image, probs, CRFParams())
-    times["dense CRF (10 iterations)"] = time.perf_counter() - start
+    np.testing.assert_allclose(aggregated, reference, atol=1e-4 * float(np.abs(maps).max()))
+    return min(vec), min(loop)
 
-    import resource
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"Inference of one 500x375 image, {len(crops)} proposals, full DeconvNet, CPU; "
-          f"peak RSS {peak:.0f} MiB")
-    print(f"Machine: {cpu_name()}, {os.cpu_count()} cores; Caffe with OpenBLAS")
-    print()
-    print("| step | seconds |")
-    print("|---|---|")
-    for name, seconds in times.items():
-        print(f"| {name} | {seconds:.3f} |")
-    print(f"| total | {sum(times.values()):.2f} |")
-    print()
-    print(f"Paste-back + aggregation: vectorised {min(vec) * 1e3:.0f} ms vs per-proposal, per-channel "
-          f"loop {min(loop) * 1e3:.0f} ms (same results): {min(loop) / min(vec):.1f}x faster")
+# --- a child: one configuration -----------------------------------------------
+
+def caffe_scorer(folder: Path, batch: int, folded: bool):
+    from deconvnet.infer.models import DeconvNetModel
+
+    import caffe
+
+    caffe.set_mode_cpu()
+    if folded:
+        return DeconvNetModel(folder / "folded.prototxt", folder / "folded.caffemodel", batch=batch).scores
+    return DeconvNetModel(PROTOTXT / "deconvnet_deploy.prototxt", folder / "unfolded.caffemodel", batch=batch).scores
+
+
+def torch_scorer(folder: Path, batch: int, fused: bool):
+    """The PyTorch twin with the Caffe weights; Caffe's Deconvolution blob
+    is (in, out, kh, kw), as ConvTranspose2d's weight."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from deconvnet.net.architecture import DECODER_BLOCKS, VGG_BLOCKS
+    from deconvnet.net.torch_reference import DeconvNet
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    net = DeconvNet().eval()
+    blocks = [(f"conv{stage}_{k}", net.encoder[i][k - 1]) for i, (stage, convs, _) in enumerate(VGG_BLOCKS)
+              for k in range(1, convs + 1)]
+    blocks += [(name, net.fc[i]) for i, name in enumerate(("fc6", "fc7", "fc6_deconv"))]
+    blocks += [(f"deconv{stage}_{k}", net.decoder[i][k - 1]) for i, (stage, widths) in enumerate(DECODER_BLOCKS)
+               for k in range(1, len(widths) + 1)]
+
+    def load(name: str, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.load(folder / "arrays" / f"{name}.{i}.npy"))
+
+    with torch.no_grad():
+        for name, block in blocks:
+            conv, bn = block[0], block[1]
+            conv.weight.copy_(load(name, 0).reshape(conv.weight.shape))
+            conv.bias.copy_(load(name, 1))
+            bn.running_mean.copy_(load(f"{name}_bn", 0))
+            bn.running_var.copy_(load(f"{name}_bn", 1))
+            bn.weight.copy_(load(f"{name}_scale", 0))
+            bn.bias.copy_(load(f"{name}_scale", 1))
+            if fused:
+                block[0] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, torch.nn.ConvTranspose2d))
+                block[1] = torch.nn.Identity()
+        net.seg_score.weight.copy_(load("seg_score", 0).reshape(net.seg_score.weight.shape))
+        net.seg_score.bias.copy_(load("seg_score", 1))
+
+    def scores(crops: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(crops), batch):
+                out.append(net(torch.from_numpy(crops[start:start + batch])).numpy())
+        return np.concatenate(out)
+
+    return scores
+
+
+def child(config: str, folder: Path, repeats: int) -> dict:
+    side, batch, folded = CONFIGS[config]
+    image = cv2.imread(str(folder / "image.png"))
+    boxes = np.load(folder / "boxes.npy")
+    scores = caffe_scorer(folder, batch, folded) if side == "caffe" else torch_scorer(folder, batch, folded)
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    crops, enlarged = proposal_batch(image, boxes, 224)
+    times["crops"] = time.perf_counter() - start
+    rounds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        maps = scores(crops)
+        rounds.append(time.perf_counter() - start)
+    times["forward"] = min(rounds)
+    start = time.perf_counter()
+    probs = softmax(paste_and_aggregate(maps, enlarged, image.shape, "max"))
+    times["aggregation + softmax"] = time.perf_counter() - start
+    start = time.perf_counter()
+    labels = dense_crf(image, probs, CRFParams()).argmax(axis=0)
+    times["crf"] = time.perf_counter() - start
+    result: dict = dict(times=times, peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    if config == REFERENCE:
+        np.save(folder / "reference_maps.npy", maps)
+        np.save(folder / "reference_labels.npy", labels)
+    else:
+        reference = np.load(folder / "reference_maps.npy")
+        result["max_diff_rel"] = float(np.abs(maps - reference).max() / (reference.max() - reference.min()))
+        result["label_agreement"] = float((np.load(folder / "reference_labels.npy") == labels).mean())
+    if side == "caffe":
+        from deconvnet.infer.memory import bytes_per_example
+
+        import caffe
+
+        model = folder / "folded.prototxt" if folded else PROTOTXT / "deconvnet_deploy.prototxt"
+        result["counted_mib_per_proposal"] = bytes_per_example(caffe.Net(str(model), caffe.TEST)) / 2**20
+    else:
+        import torch
+
+        result["torch"] = f"{torch.__version__}, {torch.get_num_threads()} threads"
+    return result
+
+
+# --- the report -----------------------------------------------------------------
+
+def report(results: dict, layers: dict, proposal_s: float, aggregation: tuple[float, float], repeats: int) -> str:
+    torch_info = next((f"; PyTorch {r['torch']}" for r in results.values() if r and "torch" in r), "")
+    lines = [f"Inference of one 500x375 image, 50 proposals, full DeconvNet (Table 2), CPU; forward: the faster "
+             f"of {repeats}", f"Machine: {cpu_name()}, {os.cpu_count()} cores; Caffe with OpenBLAS{torch_info}", "",
+             "| configuration | forward (s) | peak RSS (MiB) | per-image total (s) | scores vs unfolded | labels "
+             "agree |", "|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if r is None:
+            lines.append(f"| {name} | not run | | | | |")
+            continue
+        total = proposal_s + sum(r["times"].values())
+        diff = "reference" if name == REFERENCE else f"{r['max_diff_rel']:.1e} of range"
+        agree = "" if name == REFERENCE else f"{r['label_agreement'] * 100:.3f}%"
+        lines.append(f"| {name} | {r['times']['forward']:.2f} | {r['peak_rss_mib']:.0f} | {total:.2f} | {diff} | "
+                     f"{agree} |")
+    lines += ["", f"Per-image total: proposals {proposal_s:.2f} s (edge boxes, once) + crops + forward + "
+              "paste-back/aggregation/softmax + dense CRF (10 iterations).", ""]
+
+    def ratio(a: str, b: str, key: str) -> str:
+        ra, rb = results.get(a), results.get(b)
+        if not ra or not rb:
+            return "n/a"
+        va = ra["times"]["forward"] if key == "forward" else ra["peak_rss_mib"]
+        vb = rb["times"]["forward"] if key == "forward" else rb["peak_rss_mib"]
+        return f"{va / vb:.2f}"
+
+    lines += ["| ratio | value |", "|---|---|",
+              f"| forward, unfolded / folded, batch 10 (target >= 1.3) | "
+              f"{ratio(REFERENCE, 'caffe folded, batch 10', 'forward')} |",
+              f"| forward, folded batch 10 / folded batch 50 | "
+              f"{ratio('caffe folded, batch 10', 'caffe folded, batch 50', 'forward')} |",
+              f"| peak RSS, folded batch 50 / unfolded batch 10 | "
+              f"{ratio('caffe folded, batch 50', REFERENCE, 'rss')} |",
+              f"| forward, Caffe folded batch 50 / PyTorch fused batch 50 (target <= 1.0) | "
+              f"{ratio('caffe folded, batch 50', 'torch fused, batch 50', 'forward')} |",
+              f"| forward, PyTorch BN / PyTorch fused | "
+              f"{ratio('torch BN, batch 50', 'torch fused, batch 50', 'forward')} |"]
+    r10, r50 = results.get("caffe folded, batch 10"), results.get("caffe folded, batch 50")
+    ref = results.get(REFERENCE)
+    if r10 and r50 and ref:
+        measured = (r50["peak_rss_mib"] - r10["peak_rss_mib"]) / 40
+        lines += ["", f"Memory per proposal: folded, measured {measured:.0f} MiB (peak RSS at batch 50 minus at "
+                  f"batch 10, over 40) against {r50['counted_mib_per_proposal']:.0f} MiB counted by "
+                  f"deconvnet/infer/memory.py; unfolded counted {ref['counted_mib_per_proposal']:.0f} MiB, so "
+                  f"batch 50 unfolded would peak near {ref['peak_rss_mib'] + 40 * ref['counted_mib_per_proposal']:.0f}"
+                  " MiB (not run: over this machine's memory)."]
+    vec, loop = aggregation
+    lines += ["", f"Paste-back + aggregation: vectorised {vec * 1e3:.0f} ms vs per-proposal, per-channel loop "
+              f"{loop * 1e3:.0f} ms (same results): {loop / vec:.1f}x faster", ""]
+    for name, times in layers.items():
+        total = sum(times.values())
+        unpool = sum(v for k, v in times.items() if "(Unpooling)" in k)
+        lines += [f"`caffe time` forward per layer, {name}, batch 10: total {total / 1e3:.2f} s; Unpooling layers "
+                  f"{unpool / total * 100:.1f}%", "", "| layer | ms | share |", "|---|---|---|"]
+        for layer, ms in sorted(times.items(), key=lambda kv: -kv[1])[:10]:
+            lines.append(f"| {layer} | {ms:.0f} | {ms / total * 100:.1f}% |")
+        kinds: dict[str, float] = {}
+        for layer, ms in times.items():
+            kind = layer.rsplit("(", 1)[-1].rstrip(")")
+            kinds[kind] = kinds.get(kind, 0) + ms
+        lines += ["", "By type: " + ", ".join(f"{k} {v / total * 100:.1f}%"
+                                            for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--proposals", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=2, help="forward passes timed per configuration")
+    parser.add_argument("--only", nargs="*", choices=list(CONFIGS), help="run only these (the reference always)")
+    parser.add_argument("--no-layers", action="store_true", help="skip the `caffe time` breakdown")
+    parser.add_argument("--json", type=Path, help="also write the numbers here")
+    parser.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.folder, args.repeats)))
+        return 0
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+        print("benchmark: no PyTorch; its rows are left out (.venv/bin/pip install torch==2.13.0+cpu)",
+              file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        proposal_s = make_inputs(folder, args.proposals)
+        make_weights(folder)
+        results = {}
+        for name, (side, _, _) in CONFIGS.items():
+            wanted = name == REFERENCE or not args.only or name in args.only
+            if wanted and (side == "caffe" or have_torch):
+                print(f"benchmark: {name} ...", file=sys.stderr)
+                results[name] = run_child(folder, name, args.repeats)
+        layers = {} if args.no_layers else {
+            "unfolded": layer_times(PROTOTXT / "deconvnet_deploy.prototxt", 10, folder),
+            "folded": layer_times(folder / "folded.prototxt", 10, folder)}
+        aggregation = aggregation_ratio(folder, 3)
+    text = report(results, layers, proposal_s, aggregation, args.repeats)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(dict(results=results, layers=layers, proposal_s=proposal_s,
+                                             aggregation=aggregation), indent=2) + "\n")
     return 0
 
 
