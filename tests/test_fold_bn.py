@@ -314,3 +314,49 @@ def test_infer_and_figures_take_the_folded_model(caffe, reduced, tmp_path):
     mixed = infer("mixed", reduced / "deploy.prototxt", folded_weights)
     assert mixed.returncode == 2 and "deconvnet_deploy_folded.prototxt" in mixed.stderr, mixed.stderr[-2000:]
     assert not (tmp_path / "mixed" / "labels").exists()
+
+
+def test_bn_stats_fold_writes_the_folded_model(caffe, tmp_path):
+    """tools/bn_stats.py --fold: the statistics re-estimated, then folded;
+    its folded net scores as the deploy net with the statistics of a run
+    without --fold (same seeded batches)."""
+    import json
+
+    from test_seg_data_layer import make_pattern_db
+
+    make_pattern_db(tmp_path / "db", count=6)
+    params = dict(source=str(tmp_path / "db"), batch_size=3, crop_size=32, mirror=False, shuffle=False,
+                  seed=3, workers=0)
+    body = "".join(
+        f'layer {{ name: "{name}" type: "{kind}" bottom: "{bottom}" top: "{name}" convolution_param {{ '
+        f'num_output: {n} kernel_size: 3 pad: 1 weight_filler {{ type: "msra" }} '
+        'bias_filler { type: "gaussian" std: 0.1 } } }\n'
+        f'layer {{ name: "{name}_bn" type: "BatchNorm" bottom: "{name}" top: "{name}" }}\n'
+        f'layer {{ name: "{name}_scale" type: "Scale" bottom: "{name}" top: "{name}" scale_param {{ bias_term: true '
+        'filler { type: "uniform" min: 0.5 max: 2 } bias_filler { type: "gaussian" std: 0.3 } } }\n'
+        f'layer {{ name: "{name}_relu" type: "ReLU" bottom: "{name}" top: "{name}" }}\n'
+        for name, kind, bottom, n in (("conv1", "Convolution", "data", 4), ("deconv1", "Deconvolution", "conv1", 6)))
+    head = ('layer { name: "score" type: "Convolution" bottom: "deconv1" top: "seg_score" '
+            'convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "msra" } } }\n')
+    data = ('layer { name: "data" type: "Python" top: "data" top: "label" python_param { module: '
+            f"\"python_layers.seg_data\" layer: \"SegDataLayer\" param_str: '{json.dumps(params)}' }} }}\n")
+    train = write(tmp_path / "train.prototxt", data + body + head)
+    deploy = write(tmp_path / "deploy.prototxt", 'layer { name: "data" type: "Input" top: "data" input_param { '
+                   "shape { dim: 2 dim: 3 dim: 32 dim: 32 } } }\n" + body + head)
+    caffe.set_random_seed(4)
+    caffe.Net(str(train), caffe.TRAIN).save(str(tmp_path / "trained.caffemodel"))
+
+    def bn_stats(*extra) -> None:
+        result = subprocess.run([sys.executable, str(ROOT / "tools" / "bn_stats.py"), "--model", str(train),
+                                 "--weights", str(tmp_path / "trained.caffemodel"), "--batches", "2",
+                                 *map(str, extra)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    bn_stats("--out", tmp_path / "stats.caffemodel")
+    bn_stats("--out", tmp_path / "out" / "folded.caffemodel", "--fold", "--deploy", deploy)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["folded.caffemodel", "folded.prototxt"]
+    x = np.random.default_rng(2).normal(0, 40, (2, 3, 32, 32)).astype(np.float32)
+    expected = forward(caffe, deploy, tmp_path / "stats.caffemodel", x)
+    got = forward(caffe, tmp_path / "out" / "folded.prototxt", tmp_path / "out" / "folded.caffemodel", x)
+    assert 'type: "BatchNorm"' not in (tmp_path / "out" / "folded.prototxt").read_text()
+    assert np.abs(got - expected).max() <= 1e-4 * float(expected.max() - expected.min())

@@ -2,7 +2,9 @@
 the architecture as data (``architecture``), NetSpec generators
 (``nets``) and solvers (``solvers``) for everything in prototxt/
 (``prototxt``), VGG16 weight surgery (``surgery``), BatchNorm population
-statistics (``bn_stats``) and the PyTorch twin used by benchmarks
+statistics (``bn_stats``), folding them for inference (``fold_bn``, with the
+exact layer rewrites of ``rewrite``), strict weight loading (``weights``)
+and the PyTorch twin used by benchmarks
 (``torch_reference``).
 
 May import: deconvnet.common, deconvnet.data."""
