@@ -57,8 +57,9 @@ BATCH_HELP = (
     "that fit in 60%% of the memory available once the net is loaded (MemAvailable, or the cgroup's limit), "
     "at the net's memory per proposal: its blobs plus the input-sized buffers of BatchNorm (2) and in-place "
     "Scale (1), counted from the loaded net; evened out over the passes. The full net needs 432 MiB per "
-    "proposal, folded 138 MiB (docs/BENCHMARKS.md): on a 24 GiB machine about 25 unfolded (2 passes of 50), "
-    "all 50 folded. The choice is logged")
+    "proposal, folded 138 MiB (docs/BENCHMARKS.md): on a 24 GiB machine 2 passes of 25 unfolded, "
+    "all 50 folded in one. The choice is logged")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff"}
 
 

@@ -130,7 +130,8 @@ def seg_data_net(params: SegDataParams) -> caffe.proto.caffe_pb2.NetParameter:
 
 def deconvnet_deploy(batch: int = 1, size: Size = Size(), folded: bool = False) -> caffe.proto.caffe_pb2.NetParameter:
     """The inference net; ``folded``: with BatchNorm and Scale folded into
-    the (de)convolutions (tools/fold_bn.py writes its weights)."""
+    the (de)convolutions and the exact rewrites of deconvnet.net.rewrite,
+    as tools/fold_bn.py writes it and its weights."""
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[batch, 3, size.input_size, size.input_size]))
     _deconvnet_body(n, size, global_stats=None if folded else True)
