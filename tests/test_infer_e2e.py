@@ -273,3 +273,27 @@ def test_infer_outputs_follow_the_umask(setup, tmp_path):
     for path in files:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o044 == 0o044, f"{path} is {oct(mode)}"
+
+
+def test_shards_write_what_one_run_writes(setup, tmp_path):
+    """Two shards, one by --shard and one as a Slurm array task would run,
+    into one folder: the same label files as a single run."""
+    import os
+
+    voc = setup / "syn" / "VOCdevkit" / "VOC2012"
+    single = infer(setup, tmp_path / "single", "--voc-root", voc, "--split", SPLIT)
+    assert single.returncode == 0, single.stderr[-2000:]
+    first = infer(setup, tmp_path / "sharded", "--voc-root", voc, "--split", SPLIT, "--shard", "0/2")
+    assert first.returncode == 0 and "shard 0/2: images 1 to 3 of 6" in first.stderr, first.stderr[-2000:]
+    args = [sys.executable, str(ROOT / "tools" / "infer.py"), "--out", str(tmp_path / "sharded"),
+            "--model", str(setup / "deconvnet.prototxt"), "--weights", str(setup / "deconvnet.caffemodel"),
+            "--proposal-cache", str(setup / "proposals"), "--voc-root", str(voc), "--split", SPLIT]
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="8", SLURM_ARRAY_TASK_MIN="7", SLURM_ARRAY_TASK_COUNT="2")
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0 and "shard 1/2: images 4 to 6 of 6" in second.stderr, second.stderr[-2000:]
+    assert "3 segmented, 0 already done" in second.stderr
+    names = sorted(p.name for p in (tmp_path / "single" / "labels").iterdir())
+    assert len(names) == 6 and names == sorted(p.name for p in (tmp_path / "sharded" / "labels").iterdir())
+    for name in names:
+        assert (np.array(Image.open(tmp_path / "single" / "labels" / name))
+                == np.array(Image.open(tmp_path / "sharded" / "labels" / name))).all(), name

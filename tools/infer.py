@@ -25,6 +25,10 @@ Outputs under --out: labels/<id>.png (VOC palette, values 0..20), with
 overlays/<id>.png, and with --voc-submission the server's layout
 results/VOC2012/Segmentation/comp6_test_cls/<id>.png plus results.tgz.
 Images whose label PNG exists are skipped (--overwrite redoes them).
+
+--shard K/N (or a Slurm array task, by itself) segments only the K-th of N
+parts of the image list into the same --out; eval_voc.py then scores the
+whole folder.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import PROTOTXT, add_options, options_from_args, positive_int, setup_logging
 from deconvnet.common.machine import use_device
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
+from deconvnet.common.sharding import add_shard_option, shard_from_env
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, ProposalCache, edges_record, resolve_edges
 from deconvnet.data.voc import DatasetError, read_image, read_split
 from deconvnet.infer.crf import CRFParams
@@ -163,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--voc-submission", action="store_true", help="write the VOC server layout and archive")
     out.add_argument("--overwrite", action="store_true", help="redo images already done")
     p.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    add_shard_option(p, "image list (every shard writes into the same --out)")
     return p
 
 
@@ -173,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     if not items:
         logging.error("infer: no images given (files, folders, or --voc-root)")
         return 2
+    try:
+        shard = args.shard or shard_from_env()
+    except ValueError as err:
+        logging.error("infer: %s", err)
+        return 2
+    if shard is not None:
+        start, end = shard.bounds(len(items))
+        logging.info("infer: shard %s: images %d to %d of %d", shard, start + 1, end, len(items))
+        items = shard.take(items)
     for path, what in ((args.model, "--model"), (args.weights, "--weights")):
         if not path.is_file():
             logging.error("infer: %s %s not found", what, path)
@@ -229,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
             write_labels(args.out / SUBMISSION_DIR / f"{image_id}.png", result.labels)
         write_labels(label_path, result.labels)  # last: marks the image done
         done += 1
-    if args.voc_submission:
+    if args.voc_submission and shard is not None and shard.count > 1:
+        logging.info("infer: one shard of %d: results.tgz is left to a run without --shard once all are done "
+                     "(it skips the images done and packs the folder)", shard.count)
+    elif args.voc_submission:
         logging.info("wrote %s", submission_archive(args.out))
     if done:
         per = {k: v / done for k, v in vars(totals).items()}
