@@ -15,6 +15,11 @@ stage 1's void pixels and the edges; --stage1-void and --edges override.
 
 An interrupted build resumes when rerun with the same arguments; the output
 folder appears only when complete. See docs/DATASETS.md for the format.
+
+--shard K/N (or a Slurm array task, by itself) builds only the K-th of N
+parts of the image list, as <out>/shard-K-of-N (whole and resumable like any
+database); data_prep/merge_shards.py <out> then writes the balanced index
+over all shards, and the data layer reads <out> across them.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import sys
 
 from deconvnet.common.cli import add_options, options_from_args, setup_logging
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
+from deconvnet.common.sharding import add_shard_option, shard_from_env
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.crop_db import CropDBError
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, resolve_edges
@@ -38,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     add_options(parser, BuildConfig)
     parser.add_argument("--edge-model", default="",
                         help="structured-edge model.yml.gz (default: models/sed_model.yml.gz if present)")
+    add_shard_option(parser, "image list, built as <out>/shard-K-of-N; data_prep/merge_shards.py <out> joins them")
     add_recipe_option(parser)
     add_field_options(parser, *RECIPE_FIELDS, help=dict(
         stage1_void="stage 1: VOC void pixels stay void (ignore) or become background",
@@ -46,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     recipe = recipe_from_args(args, *RECIPE_FIELDS)
     try:
+        shard = args.shard or shard_from_env()
+    except ValueError as err:
+        logging.error("build_dataset: %s", err)
+        return 2
+    try:
         edge_model = resolve_edges(recipe.edges, args.edge_model) if args.stage == 2 else ""
         config = options_from_args(BuildConfig, args, stage1_void=recipe.stage1_void, recipe=recipe.name,
-                                   edge_params=EdgeBoxParams(max_boxes=args.max_proposals, edge_model=edge_model))
+                                   edge_params=EdgeBoxParams(max_boxes=args.max_proposals, edge_model=edge_model),
+                                   shard=shard)
         manifest = build(config)
     except (DatasetError, CropDBError, EdgeModelError) as err:
         logging.error("build_dataset: %s", err)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from deconvnet.data.crop_db import CropDB
+from deconvnet.data.crop_db import CropDB, ShardedCropDB, open_crop_db
 from deconvnet.data.layer_params import SegDataParams
 
 import caffe
@@ -77,7 +77,8 @@ class BatchPlanner:
         return plan
 
 
-def load_batch(db: CropDB, plan: BatchPlan, crop: int, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def load_batch(db: CropDB | ShardedCropDB, plan: BatchPlan, crop: int,
+               mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(plan.records)
     data = np.empty((n, 3, crop, crop), np.float32)
     label = np.empty((n, 1, crop, crop), np.float32)
@@ -112,7 +113,7 @@ def _worker(source: str, crop: int, mean: np.ndarray, tasks: mp.Queue, results: 
 
     _die_with_parent(parent)
     cv2.setNumThreads(0)
-    db = CropDB(Path(source))
+    db = open_crop_db(Path(source))
     while True:
         try:
             plan = tasks.get(timeout=5)
@@ -186,7 +187,7 @@ class SegDataLayer(caffe.Layer):
         if bottom or len(top) != 2:
             raise ValueError("SegDataLayer: no bottoms and two tops (data, label)")
         self.params = SegDataParams.from_param_str(self.param_str)
-        self.db = CropDB(Path(self.params.source))
+        self.db = open_crop_db(Path(self.params.source))
         crop, stored = self.params.crop_size, self.db.stored_size
         if crop > stored:
             raise ValueError(f"SegDataLayer: 'crop_size' {crop} is larger than the stored crops "

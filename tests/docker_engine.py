@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import ROOT
+from helpers import ROOT, apt_install
 
 DATA_ROOT = Path(os.environ.get("DECONVNET_DOCKER_ROOT", "/var/cache/deconvnet-docker"))
 RUN_DIR = Path("/run/deconvnet-docker")   # short: the socket path must stay under 108 bytes
@@ -95,23 +95,6 @@ def own_processes() -> list[int]:
         if str(RUN_DIR) in cmdline:
             pids.append(int(proc.name))
     return pids
-
-
-def apt_install(*packages: str) -> None:
-    """Installs the Debian packages that are missing (needs root)."""
-    missing = [p for p in packages
-               if "ok installed" not in subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
-                                                       capture_output=True, text=True).stdout]
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise RuntimeError(f"the Docker test needs {' '.join(missing)}; install them as root (apt-get install)")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
 def existing_engine() -> DockerEngine | None:

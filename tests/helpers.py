@@ -35,3 +35,20 @@ def run_python(code: str, cwd: Path, timeout: float = 120, python: str = sys.exe
     env = dict(os.environ if env is None else env, GLOG_minloglevel="0", GLOG_logtostderr="1")
     return subprocess.run([python, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def apt_install(*packages: str) -> None:
+    """Installs the Debian packages that are missing (needs root)."""
+    missing = [p for p in packages
+               if "ok installed" not in subprocess.run(["dpkg-query", "-W", "-f=${Status}", p],
+                                                       capture_output=True, text=True).stdout]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError(f"the tests need {' '.join(missing)}; install them as root (apt-get install)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in (["apt-get", "update", "-q"],
+                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")

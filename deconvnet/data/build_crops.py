@@ -14,9 +14,10 @@ from tqdm import tqdm
 
 from deconvnet.common.cli import option
 from deconvnet.common.constants import CLASSES, STORED_SIZE, VOID
+from deconvnet.common.sharding import Shard
 from deconvnet.data import crops
 from deconvnet.data.balance import balanced_index, class_histogram
-from deconvnet.data.crop_db import CropDBWriter, encode_record
+from deconvnet.data.crop_db import CropDBWriter, encode_record, shard_folder_name
 from deconvnet.data.image_sets import ImageRef, ImageSource
 from deconvnet.data.proposals import EdgeBoxParams, ProposalCache, edges_record
 from deconvnet.data.voc import AnnotationFormatError, DatasetError
@@ -51,6 +52,7 @@ class BuildConfig:
     stage1_void: str = option("ignore", cli=False, help="stage 1: VOC void pixels stay void or become background")
     recipe: str = option("release", cli=False, help="the recipe the tool resolved (recorded in the manifest)")
     edge_params: EdgeBoxParams = option(cli=False, default_factory=EdgeBoxParams)
+    shard: Shard | None = option(None, cli=False, help="build only this part, as <out>/shard-K-of-N")
 
     def params(self) -> dict[str, Any]:
         """What determines the content: resumption requires the same."""
@@ -127,11 +129,22 @@ def build(config: BuildConfig) -> dict[str, Any]:
         raise DatasetError(f"image set {config.image_set!r} has no images (--voc {config.voc_root}, --sbd "
                            f"{config.sbd_root}{', --limit %d' % config.limit if config.limit is not None else ''}); "
                            "nothing to build")
+    all_refs, target, shard_record = refs, config.out, None
+    if config.shard is not None:
+        # Each shard is a whole database of its part of the list; merge_shards.py checks that
+        # every shard saw the same list (list_fingerprint) and the same arguments.
+        refs = config.shard.take(all_refs)
+        target = config.out / shard_folder_name(config.shard)
+        shard_record = dict(index=config.shard.index, count=config.shard.count, images_total=len(all_refs),
+                            list_fingerprint=source.fingerprint(all_refs))
     # The resume key: the arguments, and the image list and input files themselves.
-    writer = CropDBWriter(config.out, dict(config.params(), inputs=source.fingerprint(refs)), config.commit_every)
+    key = dict(config.params(), inputs=source.fingerprint(refs))
+    if config.shard is not None:
+        key["shard"] = str(config.shard)
+    writer = CropDBWriter(target, key, config.commit_every)
     todo = refs[writer.images_done:]
-    LOG.info("stage %d: %d images (%d already done) -> %s", config.stage, len(refs),
-             writer.images_done, config.out)
+    LOG.info("stage %d: %d images%s (%d already done) -> %s", config.stage, len(refs),
+             f" (shard {config.shard} of {len(all_refs)})" if config.shard else "", writer.images_done, target)
     proposal_seconds = 0.0
     progress = tqdm(total=len(refs), initial=writer.images_done, unit="img",
                     desc=f"stage {config.stage} crops", dynamic_ncols=True)
@@ -171,7 +184,9 @@ def build(config: BuildConfig) -> dict[str, Any]:
         proposal_seconds=proposal_seconds, build_seconds=time.time() - started, recipe=config.recipe,
         edges=edges_record(config.edge_params) if config.stage == 2 else None,
     )
-    writer.finish(index, manifest)
+    if shard_record is not None:
+        manifest["shard"] = shard_record
+    writer.finish(index, manifest, classes)
     LOG.info("wrote %s: %d unique crops, %d in the balanced index, %d images skipped",
-             config.out, len(classes), len(index), len(skipped))
+             target, len(classes), len(index), len(skipped))
     return manifest

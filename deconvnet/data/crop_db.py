@@ -219,7 +219,9 @@ class CropDBWriter:
     def skipped(self) -> list[dict]:
         return [item for v in self._collect(SKIPPED_PREFIX) for item in json.loads(v)]
 
-    def finish(self, index: np.ndarray, manifest: dict[str, Any]) -> Path:
+    def finish(self, index: np.ndarray, manifest: dict[str, Any], classes: np.ndarray | None = None) -> Path:
+        """``classes``: each record's class, kept as classes.npy (merging
+        shards balances over them)."""
         self.commit()
         with self.env.begin(write=True) as txn:
             for prefix in (CLASSES_PREFIX, SKIPPED_PREFIX):
@@ -229,6 +231,8 @@ class CropDBWriter:
         self.env.sync()
         self.env.close()
         np.save(self.partial / "index.npy", np.asarray(index, dtype=np.int64))
+        if classes is not None:
+            np.save(self.partial / "classes.npy", np.asarray(classes, dtype=np.uint8))
         (self.partial / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         os.rename(self.partial, self.path)
         return self.path
@@ -307,3 +311,56 @@ class CropDB:
             self._noted_unverified = True
             LOG.warning("%s was built before records carried checksums: its records are read unverified", self.path)
         return record
+
+
+def shard_folder_name(shard: Any) -> str:
+    """``shard-K-of-N``: where shard K of N of a dataset is built."""
+    return f"shard-{shard.index}-of-{shard.count}"
+
+
+class ShardedCropDB:
+    """A dataset built in shards and merged by data_prep/merge_shards.py:
+    the folder holds the ``shard-K-of-N`` databases (read in place, nothing
+    copied), the merged ``index.npy`` and a ``manifest.json`` naming the
+    shards. Record numbers run across the shards in order, so they are the
+    numbers an unsharded build of the same list gives."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.manifest = json.loads((self.path / "manifest.json").read_text())
+        self.shards = [CropDB(self.path / name) for name in self.manifest["shards"]]
+        self.offsets = np.cumsum([0] + [db.num_records for db in self.shards])
+        self.index = np.load(self.path / "index.npy")
+
+    @property
+    def num_records(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def stored_size(self) -> int:
+        return int(self.manifest["params"]["stored_size"])
+
+    def _locate(self, number: int) -> tuple[CropDB, int]:
+        if not 0 <= number < self.num_records:
+            raise CropDBError(f"{self.path}: no record {number}")
+        shard = int(np.searchsorted(self.offsets, number, side="right")) - 1
+        return self.shards[shard], number - int(self.offsets[shard])
+
+    def raw(self, number: int) -> bytes:
+        db, local = self._locate(number)
+        return db.raw(local)
+
+    def get(self, number: int) -> Record:
+        db, local = self._locate(number)
+        return db.get(local)
+
+
+def open_crop_db(path: Path) -> CropDB | ShardedCropDB:
+    """A crop database, or a merged sharded one."""
+    path = Path(path)
+    manifest = path / "manifest.json"
+    if manifest.exists() and "shards" in json.loads(manifest.read_text()):
+        return ShardedCropDB(path)
+    if not manifest.exists() and any(path.glob("shard-*-of-*")):
+        raise CropDBError(f"{path} holds shards that are not merged yet; run data_prep/merge_shards.py {path}")
+    return CropDB(path)
