@@ -38,7 +38,7 @@ def test_every_step_runs_a_tool_with_flags_it_knows():
         for flag in (a for a in command[2:] if a.startswith("--")):
             assert re.search(rf"(^|[\s,\[]){re.escape(flag)}\b", helps[script], re.M), \
                 f"{script} has no {flag}"
-    assert len(helps) == 10  # every tool of the recipe
+    assert len(helps) == 11  # every tool of the recipe
 
 
 def test_a_flag_the_tool_lacks_is_caught():
@@ -50,7 +50,8 @@ def test_a_flag_the_tool_lacks_is_caught():
 
 def test_step_range_and_bad_arguments():
     only = commands(dry_run("--from", "4", "--to", "5"))
-    assert [c[1] for c in only] == ["tools/train.py", "tools/plot_training.py", "tools/bn_stats.py"]
+    assert [c[1] for c in only] == ["tools/train.py", "tools/plot_training.py", "tools/bn_stats.py",
+                                    "tools/fold_bn.py"]
     assert "--lr-policy plateau" in " ".join(commands(dry_run("--from", "4", "--to", "4", "--lr-policy",
                                                               "plateau"))[0])
     bad = subprocess.run(["bash", str(SCRIPT), "--nonsense"], capture_output=True, text=True, timeout=60)
@@ -68,3 +69,21 @@ def test_recipes_reach_every_step():
     train = paper[1]
     assert train[train.index("--solver1") + 1] == "prototxt/paper/stage1_solver.prototxt"
     assert train[train.index("--recipe") + 1] == "paper"
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_inference_runs_the_model_step_5_folds():
+    """Step 5 folds the statistics' model; steps 7 and 9 infer with that
+    caffemodel and the committed folded prototxt, never the unfolded pair."""
+    steps = commands(dry_run("--from", "5", "--test-images", "data/VOC2012_test/JPEGImages"))
+    stats, fold = steps[0], steps[1]
+    assert fold[1] == "tools/fold_bn.py" and flag(fold, "--weights") == flag(stats, "--out")
+    infers = [c for c in steps if c[1] == "tools/infer.py"]
+    assert len(infers) == 4
+    for command in infers:
+        assert flag(command, "--weights") == flag(fold, "--out-weights")
+        assert flag(command, "--model") == "prototxt/deconvnet_deploy_folded.prototxt"
+    assert (ROOT / "prototxt" / "deconvnet_deploy_folded.prototxt").is_file()
