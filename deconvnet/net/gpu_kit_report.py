@@ -5,8 +5,8 @@ proposals, peak GPU memory, the GPU model, and the ratios to the paper's
 Titan X and to PyTorch on the same GPU.
 
 Files read (absent ones give null): ``gpu.txt`` (nvidia-smi's name),
-``gtest.log``, ``time_train_b8.log`` and ``time_forward_b50.log`` (caffe
-time), ``train.log`` (caffe train), ``memory_*.csv`` (nvidia-smi samples of
+``gtest.log``, ``time_train_b8.log``, ``time_forward_b50.log`` and
+``time_forward_b50_folded.log`` (caffe time), ``train.log`` (caffe train), ``memory_*.csv`` (nvidia-smi samples of
 memory.used in MiB, the first one idle) and ``torch.json``
 (deconvnet.net.torch_benchmark). Stdlib only: it runs with whatever Python
 the GPU machine has."""
@@ -76,12 +76,15 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def collect(results: Path) -> dict[str, Any]:
     train_rate = caffe_train_iter_per_s(_read(results / "train.log"))
     forward = caffe_time_ms(_read(results / "time_forward_b50.log"))
+    folded = caffe_time_ms(_read(results / "time_forward_b50_folded.log"))
     torch_text = _read(results / "torch.json")
     torch = json.loads(torch_text) if torch_text else None
     caffe_samples = train_rate * BATCH * ITER_SIZE if train_rate is not None else None
     caffe_forward_50 = forward["forward"] if forward else None
+    caffe_folded_50 = folded["forward"] if folded else None
     torch_samples = torch["train_samples_per_s"] if torch else None
     torch_forward_50 = torch["forward_50_s"] * 1000 if torch else None
+    torch_fused_50 = torch["forward_50_fused_s"] * 1000 if torch and "forward_50_fused_s" in torch else None
     gpu = _read(results / "gpu.txt")
     return {
         "gpu": gpu.strip().splitlines()[0] if gpu and gpu.strip() else None,
@@ -92,17 +95,22 @@ def collect(results: Path) -> dict[str, Any]:
             "forward_50_proposals_ms": caffe_forward_50,
             "peak_mib_train": peak_mib(_read(results / "memory_train.csv")),
             "peak_mib_forward_50": peak_mib(_read(results / "memory_forward_b50.csv")),
+            "forward_50_folded_ms": caffe_folded_50,
+            "peak_mib_forward_50_folded": peak_mib(_read(results / "memory_forward_b50_folded.csv")),
         },
         "pytorch": None if torch is None else {
             "version": torch.get("version"),
             "train_samples_per_s": torch_samples,
             "forward_50_proposals_ms": torch_forward_50,
+            "forward_50_fused_ms": torch_fused_50,
             "peak_mib": torch.get("peak_mib"),
         },
         "ratios": {
             "caffe_train_vs_paper_titan_x": _ratio(caffe_samples, PAPER_TITAN_X_SAMPLES_PER_S),
             "caffe_train_vs_pytorch": _ratio(caffe_samples, torch_samples),
             "caffe_forward_50_vs_pytorch_speed": _ratio(torch_forward_50, caffe_forward_50),
+            "caffe_folded_50_vs_pytorch_fused_speed": _ratio(torch_fused_50, caffe_folded_50),
+            "caffe_folded_50_vs_unfolded_speed": _ratio(caffe_forward_50, caffe_folded_50),
         },
         "setting": {"batch": BATCH, "iter_size": ITER_SIZE, "proposals": PROPOSALS, "input": 224,
                     "paper_titan_x_samples_per_s": PAPER_TITAN_X_SAMPLES_PER_S},
@@ -129,10 +137,18 @@ def markdown(report: dict[str, Any]) -> str:
         f"| forward of {PROPOSALS} proposals (ms) | {_fmt(caffe['forward_50_proposals_ms'])} "
         f"| {_fmt(torch.get('forward_50_proposals_ms'))} "
         f"| {_fmt(ratios['caffe_forward_50_vs_pytorch_speed'], '.2f', 'x')} |",
+        f"| forward of {PROPOSALS} proposals, folded / fused (ms) | {_fmt(caffe['forward_50_folded_ms'])} "
+        f"| {_fmt(torch.get('forward_50_fused_ms'))} "
+        f"| {_fmt(ratios['caffe_folded_50_vs_pytorch_fused_speed'], '.2f', 'x')} |",
         f"| peak GPU memory, training (MiB) | {_fmt(caffe['peak_mib_train'], '.0f')} "
         f"| {_fmt(torch.get('peak_mib'), '.0f')} | |",
         f"| peak GPU memory, forward of {PROPOSALS} (MiB) | {_fmt(caffe['peak_mib_forward_50'], '.0f')} | | |",
+        f"| peak GPU memory, folded forward of {PROPOSALS} (MiB) "
+        f"| {_fmt(caffe['peak_mib_forward_50_folded'], '.0f')} | | |",
         "",
+        f"Folding makes Caffe's forward of {PROPOSALS} proposals "
+        f"{_fmt(ratios['caffe_folded_50_vs_unfolded_speed'], '.2f', 'x')} as fast. "
+        "Ratios are speed: above 1, Caffe is faster.",
         f"Caffe's training is {_fmt(ratios['caffe_train_vs_paper_titan_x'], '.1f', 'x')} the paper's Titan X "
         f"(about {PAPER_TITAN_X_SAMPLES_PER_S} samples/s).",
     ]

@@ -89,6 +89,8 @@ def generate() -> dict[str, str]:
     files["benchmark_train_b8.prototxt"] = _text(
         nets.deconvnet_train_test(True, "", data=nets.dummy_data(8)), "nets", "DeconvNet_benchmark_train")
     files["benchmark_forward_b50.prototxt"] = _text(nets.deconvnet_deploy(batch=50), "nets", "DeconvNet")
+    files["benchmark_forward_b50_folded.prototxt"] = _text(nets.deconvnet_deploy(batch=50, folded=True), "nets",
+                                                           "DeconvNet_folded")
     files["benchmark_solver.prototxt"] = _text(solvers.benchmark_solver("benchmark_train_b8.prototxt"), "solvers")
     return files
 

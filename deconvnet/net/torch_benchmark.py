@@ -4,7 +4,8 @@ tools/benchmarks/gpu.py and of the offline GPU kit (scripts/gpu_kit.sh).
 
 Training is the solvers' schedule: SGD with momentum, batch x iter_size
 passes per update, train-mode BatchNorm, random data. The forward time is
-that of one image's 50 proposals as one batch, in eval mode. Needs torch
+that of one image's 50 proposals as one batch, in eval mode, then again
+with BatchNorm fused into the convolutions. Needs torch
 (not in requirements.txt). ``python -m deconvnet.net.torch_benchmark --help``."""
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def run(device_name: str, batch: int = 8, iter_size: int = 8, iterations: int = 
     import torch
 
     from deconvnet.net.architecture import Size
-    from deconvnet.net.torch_reference import DeconvNet
+    from deconvnet.net.torch_reference import DeconvNet, fuse_batchnorm
 
     device = torch.device(device_name)
     cuda = device.type == "cuda"
@@ -54,14 +55,22 @@ def run(device_name: str, batch: int = 8, iter_size: int = 8, iterations: int = 
         "train_samples_per_s": iterations * batch * iter_size / (time.perf_counter() - start)}
     net.eval()
     crops = torch.randn(proposals, 3, 224, 224, device=device)
-    with torch.no_grad():
-        net(crops)
-        sync()
-        start = time.perf_counter()
-        for _ in range(iterations):
-            net(crops)
-        sync()
-    result["forward_50_s"] = (time.perf_counter() - start) / iterations
+
+    def seconds_per_forward() -> float:
+        with torch.no_grad():
+            net(crops)  # warm-up
+            sync()
+            start = time.perf_counter()
+            for _ in range(iterations):
+                net(crops)
+            sync()
+        return (time.perf_counter() - start) / iterations
+
+    result["forward_50_s"] = seconds_per_forward()
+    # The same with BatchNorm fused into the convolutions: the counterpart of
+    # Caffe's folded deploy net (tools/fold_bn.py).
+    fuse_batchnorm(net)
+    result["forward_50_fused_s"] = seconds_per_forward()
     result["peak_mib"] = torch.cuda.max_memory_reserved(device) / 2**20 if cuda else 0
     result["version"] = torch.__version__
     result["device"] = torch.cuda.get_device_name(device) if cuda else "CPU"

@@ -52,3 +52,18 @@ class DeconvNet(nn.Module):
         for block, idx in zip(self.decoder, reversed(switches), strict=True):
             x = block(self.unpool(x, idx))
         return self.seg_score(x)
+
+
+def fuse_batchnorm(net: nn.Module) -> nn.Module:
+    """Folds every eval-mode BatchNorm into the (transposed) convolution
+    before it, in place: PyTorch's counterpart of tools/fold_bn.py."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    blocks = [m for m in net.modules() if isinstance(m, nn.Sequential) and len(m) == 3
+              and isinstance(m[1], nn.BatchNorm2d)]
+    for block in blocks:
+        conv, bn = block[0], block[1]
+        assert isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d)
+        block[0] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+        block[1] = nn.Identity()
+    return net

@@ -8,7 +8,8 @@
 #   1. find those libraries, and check that every library of the kit loads;
 #   2. the first GPU call, caffe device_query;
 #   3. the Unpooling layer's gtest cases (CPU and GPU);
-#   4. caffe time of the full DeconvNet at batch 8, and of 50 proposals;
+#   4. caffe time of the full DeconvNet at batch 8, and of 50 proposals
+#      with the deploy net and with its folded twin (tools/fold_bn.py);
 #   5. caffe train -gpu for --iterations updates of batch 8 x iter_size 8,
 #      from DummyData;
 #   6. PyTorch on the same architecture and GPU (skipped without torch);
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
     --gpu) gpu="$2"; shift ;;
     --iterations) iterations="$2"; shift ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
@@ -129,6 +130,10 @@ log "caffe time: 50 proposals in one batch"
 watch_memory "$out/memory_forward_b50.csv" "$KIT/bin/caffe" time -model benchmark_forward_b50.prototxt -gpu "$gpu" \
   -iterations "$iterations" > "$out/time_forward_b50.log" 2>&1 \
   || { tail -n 20 "$out/time_forward_b50.log" >&2; die "caffe time failed; see $out/time_forward_b50.log"; }
+log "caffe time: 50 proposals in one batch, BatchNorm folded"
+watch_memory "$out/memory_forward_b50_folded.csv" "$KIT/bin/caffe" time -model benchmark_forward_b50_folded.prototxt \
+  -gpu "$gpu" -iterations "$iterations" > "$out/time_forward_b50_folded.log" 2>&1 \
+  || { tail -n 20 "$out/time_forward_b50_folded.log" >&2; die "caffe time failed; see $out/time_forward_b50_folded.log"; }
 
 # --- 5. caffe train --------------------------------------------------------------
 sed "s/^max_iter: .*/max_iter: $iterations/" benchmark_solver.prototxt > "$out/solver.prototxt"

@@ -209,10 +209,9 @@ def torch_scorer(folder: Path, batch: int, fused: bool):
     """The PyTorch twin with the Caffe weights; Caffe's Deconvolution blob
     is (in, out, kh, kw), as ConvTranspose2d's weight."""
     import torch
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     from deconvnet.net.architecture import DECODER_BLOCKS, VGG_BLOCKS
-    from deconvnet.net.torch_reference import DeconvNet
+    from deconvnet.net.torch_reference import DeconvNet, fuse_batchnorm
 
     torch.set_num_threads(os.cpu_count() or 1)
     net = DeconvNet().eval()
@@ -234,11 +233,10 @@ def torch_scorer(folder: Path, batch: int, fused: bool):
             bn.running_var.copy_(load(f"{name}_bn", 1))
             bn.weight.copy_(load(f"{name}_scale", 0))
             bn.bias.copy_(load(f"{name}_scale", 1))
-            if fused:
-                block[0] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, torch.nn.ConvTranspose2d))
-                block[1] = torch.nn.Identity()
         net.seg_score.weight.copy_(load("seg_score", 0).reshape(net.seg_score.weight.shape))
         net.seg_score.bias.copy_(load("seg_score", 1))
+    if fused:
+        fuse_batchnorm(net)
 
     def scores(crops: np.ndarray) -> np.ndarray:
         out = []
