@@ -6,8 +6,9 @@ Titan X and to PyTorch on the same GPU.
 
 Files read (absent ones give null): ``gpu.txt`` (nvidia-smi's name),
 ``gtest.log``, ``time_train_b8.log``, ``time_forward_b50.log`` and
-``time_forward_b50_folded.log`` (caffe time), ``train.log`` (caffe train), ``memory_*.csv`` (nvidia-smi samples of
-memory.used in MiB, the first one idle) and ``torch.json``
+``time_forward_b50_folded.log`` (caffe time), ``train.log`` (caffe train),
+``memory_*.csv`` (nvidia-smi samples of memory.used in MiB, the first one
+idle) and ``torch.json``
 (deconvnet.net.torch_benchmark). Stdlib only: it runs with whatever Python
 the GPU machine has."""
 from __future__ import annotations
