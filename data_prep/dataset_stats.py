@@ -14,11 +14,11 @@ import numpy as np
 
 from deconvnet.common.cli import setup_logging
 from deconvnet.common.constants import CLASSES
-from deconvnet.data.crop_db import CropDB, CropDBError, ShardedCropDB, open_crop_db
+from deconvnet.data.crop_db import CropDBError, CropSource, open_crop_db
 from deconvnet.data.voc import colorize
 
 
-def contact_sheet(db: CropDB | ShardedCropDB, count: int, seed: int, tile: int = 160) -> np.ndarray:
+def contact_sheet(db: CropSource, count: int, seed: int, tile: int = 160) -> np.ndarray:
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(db.index), size=min(count, len(db.index)), replace=False)
     cols = int(np.ceil(np.sqrt(len(picks))))

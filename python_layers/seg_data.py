@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from deconvnet.data.crop_db import CropDB, ShardedCropDB, open_crop_db
+from deconvnet.data.crop_db import CropSource, open_crop_db
 from deconvnet.data.layer_params import SegDataParams
 
 import caffe
@@ -77,8 +77,7 @@ class BatchPlanner:
         return plan
 
 
-def load_batch(db: CropDB | ShardedCropDB, plan: BatchPlan, crop: int,
-               mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def load_batch(db: CropSource, plan: BatchPlan, crop: int, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = len(plan.records)
     data = np.empty((n, 3, crop, crop), np.float32)
     label = np.empty((n, 1, crop, crop), np.float32)

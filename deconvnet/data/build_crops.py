@@ -134,7 +134,7 @@ def build(config: BuildConfig) -> dict[str, Any]:
         # Each shard is a whole database of its part of the list; merge_shards.py checks that
         # every shard saw the same list (list_fingerprint) and the same arguments.
         refs = config.shard.take(all_refs)
-        target = config.out / shard_folder_name(config.shard)
+        target = config.out / shard_folder_name(config.shard.index, config.shard.count)
         shard_record = dict(index=config.shard.index, count=config.shard.count, images_total=len(all_refs),
                             list_fingerprint=source.fingerprint(all_refs))
     # The resume key: the arguments, and the image list and input files themselves.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import zlib
@@ -313,9 +314,12 @@ class CropDB:
         return record
 
 
-def shard_folder_name(shard: Any) -> str:
-    """``shard-K-of-N``: where shard K of N of a dataset is built."""
-    return f"shard-{shard.index}-of-{shard.count}"
+# Shard K of N of a dataset is built in <out>/shard-K-of-N (.partial while unfinished).
+SHARD_FOLDER = re.compile(r"^shard-(\d+)-of-(\d+)(\.partial)?$")
+
+
+def shard_folder_name(index: int, count: int) -> str:
+    return f"shard-{index}-of-{count}"
 
 
 class ShardedCropDB:
@@ -355,12 +359,15 @@ class ShardedCropDB:
         return db.get(local)
 
 
-def open_crop_db(path: Path) -> CropDB | ShardedCropDB:
+CropSource = CropDB | ShardedCropDB  # what the data layer and the tools read records from
+
+
+def open_crop_db(path: Path) -> CropSource:
     """A crop database, or a merged sharded one."""
     path = Path(path)
     manifest = path / "manifest.json"
     if manifest.exists() and "shards" in json.loads(manifest.read_text()):
         return ShardedCropDB(path)
-    if not manifest.exists() and any(path.glob("shard-*-of-*")):
+    if not manifest.exists() and path.is_dir() and any(SHARD_FOLDER.match(p.name) for p in path.iterdir()):
         raise CropDBError(f"{path} holds shards that are not merged yet; run data_prep/merge_shards.py {path}")
     return CropDB(path)

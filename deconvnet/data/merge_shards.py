@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,10 @@ import numpy as np
 from deconvnet.common.atomic import atomic_path
 from deconvnet.common.constants import CLASSES
 from deconvnet.data.balance import balanced_index, class_histogram
-from deconvnet.data.crop_db import CropDB, CropDBError
+from deconvnet.data.crop_db import SHARD_FOLDER, CropDB, CropDBError, shard_folder_name
 
 LOG = logging.getLogger(__name__)
 
-SHARD_NAME = re.compile(r"^shard-(\d+)-of-(\d+)(\.partial)?$")
 # Manifest fields every shard must share (besides its params).
 SHARED = ("seed", "max_repeat", "balanced", "recipe", "edges")
 
@@ -31,7 +29,7 @@ def find_shards(folder: Path) -> list[Path]:
     found: dict[int, set[int]] = {}
     unfinished = []
     for path in sorted(Path(folder).iterdir()) if Path(folder).is_dir() else []:
-        match = SHARD_NAME.match(path.name)
+        match = SHARD_FOLDER.match(path.name)
         if not match:
             continue
         index, count = int(match.group(1)), int(match.group(2))
@@ -45,13 +43,13 @@ def find_shards(folder: Path) -> list[Path]:
     if len(found) > 1:
         raise CropDBError(f"{folder} mixes shards of different counts ({', '.join(f'of {n}' for n in sorted(found))});"
                           " remove the ones of the other build")
-    count = next(iter(found)) if found else int(SHARD_NAME.match(unfinished[0]).group(2))  # type: ignore[union-attr]
-    missing = [f"shard-{k}-of-{count}" for k in range(count) if k not in found.get(count, set())]
+    count = next(iter(found)) if found else int(SHARD_FOLDER.match(unfinished[0]).group(2))  # type: ignore[union-attr]
+    missing = [shard_folder_name(k, count) for k in range(count) if k not in found.get(count, set())]
     if missing:
         raise CropDBError(f"{folder}: {len(missing)} of {count} shards missing or unfinished: {', '.join(missing)}"
                           + (f" (unfinished: {', '.join(unfinished)})" if unfinished else "")
                           + "; run (or rerun) their build tasks")
-    return [Path(folder) / f"shard-{k}-of-{count}" for k in range(count)]
+    return [Path(folder) / shard_folder_name(k, count) for k in range(count)]
 
 
 def _check_alike(shards: list[Path], manifests: list[dict[str, Any]]) -> None:
