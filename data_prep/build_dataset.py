@@ -28,7 +28,14 @@ import json
 import logging
 import sys
 
-from deconvnet.common.cli import add_options, options_from_args, setup_logging
+from deconvnet.common.cli import (
+    add_options,
+    check_output_folder,
+    options_from_args,
+    refuse_ineffective,
+    run_tool,
+    setup_logging,
+)
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.common.sharding import add_shard_option, shard_from_env
 from deconvnet.data.build_crops import BuildConfig, build
@@ -51,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         edges="stage 2: Edge Boxes on structured edges (falls back to gradient edges when the model is missing)"))
     args = parser.parse_args(argv)
     setup_logging()
+    if refuse_ineffective("build_dataset", parser, argv, [
+            (("edges", "edge_model", "min_iou", "max_proposals", "proposal_cache"), args.stage == 1,
+             "in stage 1 (instance crops use no proposals)"),
+            (("stage1_void",), args.stage == 2, "in stage 2 (it sets stage 1's void pixels)")]):
+        return 2
+    problem = check_output_folder(args.out.parent)
+    if problem:
+        logging.error("build_dataset: %s", problem)
+        return 2
     recipe = recipe_from_args(args, *RECIPE_FIELDS)
     try:
         shard = args.shard or shard_from_env()
@@ -73,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "build_dataset"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deconvnet.common.cli import setup_logging
+from deconvnet.common.cli import run_tool, setup_logging
 from deconvnet.common.constants import CLASSES
 from deconvnet.data.crop_db import CropDBError, CropSource, open_crop_db
 from deconvnet.data.voc import colorize
@@ -94,4 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "dataset_stats"))

@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.common.cli import setup_logging
+from deconvnet.common.cli import run_tool, setup_logging
 from deconvnet.data.synthetic import SyntheticSpec, write_dataset
 
 
@@ -27,4 +27,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "make_synthetic"))

@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.common.cli import setup_logging
+from deconvnet.common.cli import run_tool, setup_logging
 from deconvnet.data.crop_db import CropDBError
 from deconvnet.data.merge_shards import merge
 
@@ -40,4 +40,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "merge_shards"))

@@ -360,3 +360,103 @@ def test_bn_stats_fold_writes_the_folded_model(caffe, tmp_path):
     got = forward(caffe, tmp_path / "out" / "folded.prototxt", tmp_path / "out" / "folded.caffemodel", x)
     assert 'type: "BatchNorm"' not in (tmp_path / "out" / "folded.prototxt").read_text()
     assert np.abs(got - expected).max() <= 1e-4 * float(expected.max() - expected.min())
+
+
+# --- Issue 25, items 1 and 14: the four paths, and the outputs as a pair ------------------------------------
+
+def _digest(path: Path) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).digest()
+
+
+@pytest.mark.parametrize("collision", ["out-model=weights", "out-weights=model", "out-model=out-weights",
+                                       "out-weights=weights via a link", "model=weights"])
+def test_any_two_of_the_four_paths_naming_one_file_are_refused(reduced, tmp_path, collision):
+    """Item 1: these went through with exit 0 and replaced a trained caffemodel
+    with prototxt text, or the prototxt with weights."""
+    import shutil
+
+    model, weights = tmp_path / "deploy.prototxt", tmp_path / "weights.caffemodel"
+    shutil.copy(reduced / "deploy.prototxt", model)
+    shutil.copy(reduced / "weights.caffemodel", weights)
+    (tmp_path / "link.caffemodel").symlink_to(weights)
+    paths = {"--model": model, "--weights": weights, "--out-model": tmp_path / "folded.prototxt",
+             "--out-weights": tmp_path / "folded.caffemodel"}
+    a, b = collision.split(" via")[0].split("=")
+    paths[f"--{a}"] = tmp_path / "link.caffemodel" if "link" in collision else paths[f"--{b}"]
+    before = {p: _digest(p) for p in (model, weights)}
+    result = fold_tool(*[x for flag, path in paths.items() for x in (flag, path)])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "name the same file" in result.stderr and f"--{b}" in result.stderr, result.stderr
+    assert {p: _digest(p) for p in (model, weights)} == before
+    assert not (tmp_path / "folded.prototxt").exists() and not (tmp_path / "folded.caffemodel").exists()
+
+
+def test_an_output_that_is_a_folder_stops_before_anything_is_written(reduced, tmp_path):
+    """Item 14: it wrote the weights and then died with IsADirectoryError."""
+    (tmp_path / "folder.prototxt").mkdir()
+    result = fold_tool("--model", reduced / "deploy.prototxt", "--weights", reduced / "weights.caffemodel",
+                       "--out-model", tmp_path / "folder.prototxt", "--out-weights", tmp_path / "f.caffemodel")
+    assert result.returncode == 2 and "--out-model" in result.stderr and "is a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.prototxt"]
+
+
+def test_a_fold_killed_between_its_renames_leaves_a_pair_that_is_refused(caffe, reduced, tmp_path):
+    """Item 14: a SIGKILL right after the first rename (the prototxt's) of a
+    second fold into the same files: the new prototxt now stands beside the
+    first fold's weights, and every reader refuses the mix by name."""
+    from deconvnet.net.weights import WeightsMismatch, load_net
+
+    out_model, out_weights = tmp_path / "f.prototxt", tmp_path / "f.caffemodel"
+    first = fold_tool("--model", reduced / "deploy.prototxt", "--weights", reduced / "weights.caffemodel",
+                      "--out-model", out_model, "--out-weights", out_weights)
+    assert first.returncode == 0, first.stderr[-2000:]
+    load_net(out_model, out_weights, caffe.TEST)                  # the pair as written loads
+    # Other weights for the second fold: the same net, other BatchNorm statistics.
+    net = caffe.Net(str(reduced / "deploy.prototxt"), str(reduced / "weights.caffemodel"), caffe.TEST)
+    net.params["conv1_1_bn"][1].data[...] *= 2
+    net.save(str(tmp_path / "other.caffemodel"))
+    code = ("import os, signal, sys\n"
+            "from deconvnet.common import atomic\n"
+            "real = os.replace\n"
+            "def replace(src, dst):\n"
+            "    real(src, dst)\n"
+            "    if str(dst).endswith('.prototxt'):\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "atomic.os.replace = replace\n"
+            "sys.argv = ['fold_bn.py'] + sys.argv[1:]\n"
+            "from tools import fold_bn\n"
+            "fold_bn.main(sys.argv[1:])\n")
+    killed = subprocess.run([sys.executable, "-c", code, "--model", str(reduced / "deploy.prototxt"),
+                             "--weights", str(tmp_path / "other.caffemodel"), "--out-model", str(out_model),
+                             "--out-weights", str(out_weights)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    with pytest.raises(WeightsMismatch, match="was written by tools/fold_bn.py for other weights"):
+        load_net(out_model, out_weights, caffe.TEST)
+    # A rerun writes the pair again (and cleans the killed writer's temporary file).
+    again = fold_tool("--model", reduced / "deploy.prototxt", "--weights", tmp_path / "other.caffemodel",
+                      "--out-model", out_model, "--out-weights", out_weights)
+    assert again.returncode == 0, again.stderr[-2000:]
+    load_net(out_model, out_weights, caffe.TEST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.caffemodel", "f.prototxt", "other.caffemodel"]
+
+
+def test_folding_twice_names_the_net_folded_once(caffe, reduced, tmp_path):
+    from google.protobuf import text_format
+
+    from caffe.proto import caffe_pb2
+
+    once = fold_tool("--model", reduced / "deploy.prototxt", "--weights", reduced / "weights.caffemodel",
+                     "--out-model", tmp_path / "a.prototxt", "--out-weights", tmp_path / "a.caffemodel")
+    twice = fold_tool("--model", tmp_path / "a.prototxt", "--weights", tmp_path / "a.caffemodel",
+                      "--out-model", tmp_path / "b.prototxt", "--out-weights", tmp_path / "b.caffemodel")
+    assert once.returncode == twice.returncode == 0, twice.stderr[-2000:]
+    names = []
+    for path in (tmp_path / "a.prototxt", tmp_path / "b.prototxt"):
+        param = caffe_pb2.NetParameter()
+        text_format.Merge(path.read_text(), param)
+        names.append(param.name)
+    assert names[0] == names[1] and names[0].endswith("_folded") and "folded_folded" not in names[1]

@@ -288,7 +288,8 @@ def test_shards_write_what_one_run_writes(setup, tmp_path):
     args = [sys.executable, str(ROOT / "tools" / "infer.py"), "--out", str(tmp_path / "sharded"),
             "--model", str(setup / "deconvnet.prototxt"), "--weights", str(setup / "deconvnet.caffemodel"),
             "--proposal-cache", str(setup / "proposals"), "--voc-root", str(voc), "--split", SPLIT]
-    env = dict(os.environ, SLURM_ARRAY_TASK_ID="8", SLURM_ARRAY_TASK_MIN="7", SLURM_ARRAY_TASK_COUNT="2")
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="1",
+               SLURM_ARRAY_TASK_COUNT="2")
     second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0 and "shard 1/2: images 4 to 6 of 6" in second.stderr, second.stderr[-2000:]
     assert "3 segmented, 0 already done" in second.stderr
@@ -297,3 +298,90 @@ def test_shards_write_what_one_run_writes(setup, tmp_path):
     for name in names:
         assert (np.array(Image.open(tmp_path / "single" / "labels" / name))
                 == np.array(Image.open(tmp_path / "sharded" / "labels" / name))).all(), name
+
+
+# --- Issue 25: items 8, 9 and 10 (infer), and the input folder --------------------------------------------------
+
+def image_folder(setup, folder, count, start=0):
+    folder.mkdir(exist_ok=True)
+    source = sorted((setup / "syn" / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))
+    for k in range(start, start + count):
+        Image.open(source[k % len(source)]).save(folder / f"im{k:02d}.png")
+    return folder
+
+
+def test_a_shard_of_a_grown_list_is_refused(setup, tmp_path):
+    """Item 8: the folder grew between the shards; images were never
+    segmented and both runs exited 0."""
+    inputs = image_folder(setup, tmp_path / "in", 4)
+    first = infer(setup, tmp_path / "out", inputs, "--shard", "0/2", "--top-k", "4")
+    assert first.returncode == 0, first.stderr[-2000:]
+    image_folder(setup, inputs, 2, start=4)
+    second = infer(setup, tmp_path / "out", inputs, "--shard", "1/2", "--top-k", "4")
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "records shards of another image list (4 images in 2 shards; this is shard 1/2 of 6 images)" \
+        in second.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == ["im00.png", "im01.png"]
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert record["shards"]["images"] == 4 and record["shards"]["run"] == [0]
+    # The same list goes on (the negative case).
+    image_folder(setup, tmp_path / "in2", 4)
+    assert infer(setup, tmp_path / "out2", tmp_path / "in2", "--shard", "1/2", "--top-k", "4").returncode == 0
+    assert infer(setup, tmp_path / "out2", tmp_path / "in2", "--shard", "0/2", "--top-k", "4").returncode == 0
+    assert len(list((tmp_path / "out2" / "labels").iterdir())) == 4
+
+
+def test_concurrent_shards_with_other_settings_are_refused(setup, tmp_path):
+    """Item 9: run.json described all labels as CRF'd when only one shard ran the CRF."""
+    inputs = image_folder(setup, tmp_path / "in", 4)
+    base = [sys.executable, str(ROOT / "tools" / "infer.py"), "--out", str(tmp_path / "out"),
+            "--model", str(setup / "deconvnet.prototxt"), "--weights", str(setup / "deconvnet.caffemodel"),
+            "--proposal-cache", str(setup / "proposals"), str(inputs), "--top-k", "4"]
+    procs = [subprocess.Popen(base + ["--shard", "0/2", "--crf"], stderr=subprocess.PIPE, text=True),
+             subprocess.Popen(base + ["--shard", "1/2"], stderr=subprocess.PIPE, text=True)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    for p in procs:
+        p.stderr.close()
+    codes = [code for code, _ in results]
+    assert sorted(codes) == [0, 2], results
+    loser = results[codes.index(2)][1]
+    assert "records other settings than this run's (crf differ)" in loser and "--overwrite" in loser
+    winner_crf = codes.index(0) == 0
+    record = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert (record["crf"] is not None) == winner_crf
+    assert len(list((tmp_path / "out" / "labels").iterdir())) == 2
+    # --overwrite is the way out: the folder is redone with the new settings.
+    again = infer(setup, tmp_path / "out", inputs, "--top-k", "4", "--overwrite", *([] if winner_crf else ["--crf"]))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (json.loads((tmp_path / "out" / "run.json").read_text())["crf"] is not None) == (not winner_crf)
+
+
+@pytest.mark.parametrize("extra, flag, why", [
+    (["--ensemble", "mean"], "--ensemble", "without --fcn-weights"),
+    (["--fcn-variant", "heavy"], "--fcn-variant", "without --fcn-weights"),
+    (["--crf-iterations", "99"], "--crf-iterations", "without --crf"),
+    (["--edges", "gradient", "--edge-model", "x.yml.gz"], "--edge-model", "with gradient edges"),
+])
+def test_infer_refuses_flags_without_effect(setup, tmp_path, extra, flag, why):
+    """Item 10: these were accepted, ignored, and recorded in run.json."""
+    inputs = image_folder(setup, tmp_path / "in", 1)
+    result = infer(setup, tmp_path / "out", inputs, *extra)
+    assert result.returncode == 2 and f"{flag} has no effect {why}" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "out" / "labels").exists() and not (tmp_path / "out" / "run.json").exists()
+
+
+def test_webp_and_gif_are_taken_and_other_entries_named(setup, tmp_path):
+    """Small items: .webp and .gif were skipped silently in a folder; a
+    folder named dir.jpg was reported as an image not found."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    source = sorted((setup / "syn" / "VOCdevkit" / "VOC2012" / "JPEGImages").glob("*.jpg"))
+    Image.open(source[0]).save(inputs / "a.webp")
+    Image.open(source[1]).convert("P").save(inputs / "b.gif")
+    (inputs / "notes.txt").write_text("not an image")
+    (inputs / "dir.jpg").mkdir()
+    result = infer(setup, tmp_path / "out", inputs, "--top-k", "4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 segmented, 0 already done, 0 failed" in result.stderr
+    assert "skipping 2 entries that are not images" in result.stderr and "dir.jpg/, notes.txt" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "labels").iterdir()) == ["a.png", "b.png"]

@@ -35,8 +35,9 @@ def built(tmp_path_factory):
     single = run(BUILD, *common, "--out", root / "single")
     assert single.returncode == 0, single.stderr[-2000:]
     for k in range(3):
-        if k == 2:  # as a Slurm array task (--array=4-6) would run it
-            env = dict(os.environ, SLURM_ARRAY_TASK_ID="6", SLURM_ARRAY_TASK_MIN="4", SLURM_ARRAY_TASK_COUNT="3")
+        if k == 2:  # as a Slurm array task (--array=0-2) would run it
+            env = dict(os.environ, SLURM_ARRAY_TASK_ID="2", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="2",
+                       SLURM_ARRAY_TASK_COUNT="3")
             result = run(BUILD, *common, "--out", root / "sharded", env=env)
         else:
             result = run(BUILD, *common, "--out", root / "sharded", "--shard", f"{k}/3")
@@ -114,3 +115,80 @@ def test_merge_refuses_missing_unfinished_and_mismatched_shards(built, tmp_path)
     # A data layer pointed at shards that were never merged says what to run.
     with pytest.raises(Exception, match="merge_shards.py"):
         open_crop_db(folder)
+
+
+# --- Issue 25, items 2, 4 and 5 -----------------------------------------------------------------------------
+
+def tree_digest(folder: Path) -> dict[str, bytes]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).digest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_shards_into_a_finished_unsharded_dataset_are_refused(built, tmp_path):
+    """Item 2: the shards and their merge went through with exit 0 and
+    replaced the dataset's index and manifest, orphaning its data.mdb."""
+    root, common = built
+    folder = tmp_path / "dataset"
+    shutil.copytree(root / "single", folder)
+    before = tree_digest(folder)
+    result = run(BUILD, *common, "--out", folder, "--shard", "0/2")
+    assert result.returncode == 1 and "holds a finished unsharded dataset" in result.stderr, result.stderr[-2000:]
+    assert str(folder) in result.stderr and "Choose another --out" in result.stderr
+    # Shards made elsewhere and moved in are not merged over it either.
+    shutil.copytree(root / "sharded" / "shard-0-of-3", folder / "shard-0-of-3")
+    result = run(MERGE, folder)
+    assert result.returncode == 1 and "holds a finished unsharded dataset" in result.stderr, result.stderr
+    shutil.rmtree(folder / "shard-0-of-3")
+    assert tree_digest(folder) == before
+    assert CropDB(folder).num_records == CropDB(root / "single").num_records
+
+
+def merged_copy(built, tmp_path) -> Path:
+    root, _ = built
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    for k in range(3):
+        shutil.copytree(root / "sharded" / f"shard-{k}-of-3", folder / f"shard-{k}-of-3")
+    result = run(MERGE, folder)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return folder
+
+
+def test_a_shard_rebuilt_after_the_merge_is_refused_at_open(built, tmp_path):
+    """Item 4: the dataset still opened, index entries pointed at missing or
+    shifted crops, and training ran on it until a worker crashed."""
+    root, common = built
+    folder = merged_copy(built, tmp_path)
+    open_crop_db(folder)                                     # as merged: it opens
+    # Rebuilt with other annotations' effect (other records) ...
+    shutil.rmtree(folder / "shard-1-of-3")
+    other = run(BUILD, *common, "--out", folder, "--shard", "1/3", "--min-iou", "0.7")
+    assert other.returncode == 0, other.stderr[-2000:]
+    with pytest.raises(Exception, match=r"shard-1-of-3 was rebuilt after .* was merged.*merge_shards.py"):
+        open_crop_db(folder)
+    # ... and rebuilt alike, with as many records: caught by its manifest's fingerprint.
+    shutil.rmtree(folder / "shard-1-of-3")
+    same = run(BUILD, *common, "--out", folder, "--shard", "1/3")
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert CropDB(folder / "shard-1-of-3").num_records == CropDB(root / "sharded" / "shard-1-of-3").num_records
+    with pytest.raises(Exception, match="shard-1-of-3 was rebuilt after"):
+        open_crop_db(folder)
+    # python_layers/seg_data.py opens its source with open_crop_db: it stops with this message.
+    assert run(MERGE, folder).returncode == 0               # merged again: it opens
+    assert open_crop_db(folder).num_records == CropDB(root / "single").num_records
+
+
+def test_a_copied_shard_folder_is_refused(built, tmp_path):
+    """Item 5: cp -a shard-0-of-3 shard-1-of-3 merged as 3 shards, with
+    shard 0's records twice."""
+    folder = merged_copy(built, tmp_path)
+    (folder / "manifest.json").unlink()
+    (folder / "index.npy").unlink()
+    shutil.rmtree(folder / "shard-1-of-3")
+    shutil.copytree(folder / "shard-0-of-3", folder / "shard-1-of-3")
+    result = run(MERGE, folder)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "shard-1-of-3 holds shard 0 of 3 by its own manifest" in result.stderr, result.stderr
+    assert not (folder / "manifest.json").exists() and not (folder / "index.npy").exists()

@@ -1,7 +1,8 @@
 """The Slurm scripts of experiments/slurm/ on a real one-node Slurm (munged,
 slurmctld and slurmd started here on loopback): the built-in dataset's
-stage-2 crops as a 3-task array plus the merge equal one unsharded build,
-and inference as a 2-task array equals one process. The daemons started
+stage-2 crops as a 3-task array with one task failing on purpose, the
+merge refusing, that task resubmitted alone (--array=1) and the merge again
+equal one unsharded build; inference as a 2-task array equals one process. The daemons started
 here are stopped by their recorded process ids, and must be gone."""
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ def synthetic(tmp_path_factory):
     return root, voc, sbd
 
 
-def test_dataset_build_as_a_job_array(cluster, synthetic, tmp_path):
+def test_dataset_build_as_a_job_array_with_a_task_resubmitted(cluster, synthetic, tmp_path):
+    """Issue 25, item 3: before, a task resubmitted as --array=1 read itself
+    as shard 0 of 1 and built the whole list, and a merge with afterok
+    stayed pending forever after the failed task."""
     root, voc, sbd = synthetic
     args = ["--stage", "2", "--voc", voc, "--sbd", sbd, "--edges", "gradient", "--seed", "2",
             "--proposal-cache", tmp_path / "proposals"]
@@ -51,15 +55,38 @@ def test_dataset_build_as_a_job_array(cluster, synthetic, tmp_path):
     assert single.returncode == 0, single.stderr[-2000:]
     logs = tmp_path / "logs"
     logs.mkdir()
-    build = cluster.submit("--array=0-2", "--cpus-per-task=1", f"--output={logs}/build-%a.out",
-                           SLURM / "build_dataset.sbatch", *args, "--out", tmp_path / "sharded", cwd=ROOT)
-    merge = cluster.submit(f"--dependency=afterok:{build}", f"--output={logs}/merge.out",
+    # Task 1 fails once, as a node failure would: the python the script runs is this wrapper.
+    wrapper = write(tmp_path / "flaky-python", (
+        "#!/bin/bash\n"
+        f"if [ \"$SLURM_ARRAY_TASK_ID\" = 1 ] && [ ! -e {tmp_path}/failed-once ]; then\n"
+        f"  touch {tmp_path}/failed-once; echo 'task 1: failing on purpose' >&2; exit 3\n"
+        "fi\n"
+        f"exec {sys.executable} \"$@\"\n"))
+    wrapper.chmod(0o755)
+    export = f"--export=ALL,DECONVNET_PYTHON={wrapper}"
+    build = cluster.submit("--array=0-2", "--cpus-per-task=1", export, f"--output={logs}/build-%a.out",
+                           SLURM / "build_dataset.sbatch", "3", *args, "--out", tmp_path / "sharded", cwd=ROOT)
+    merge = cluster.submit(f"--dependency=afterany:{build}", f"--output={logs}/merge.out",
                            SLURM / "merge_shards.sbatch", tmp_path / "sharded", cwd=ROOT)
     states = cluster.wait(build)
-    assert states == ["COMPLETED"] * 3, (states, *(p.read_text()[-1500:] for p in sorted(logs.iterdir())))
-    assert cluster.wait(merge) == ["COMPLETED"], (logs / "merge.out").read_text()[-2000:]
-    for k in range(3):
+    assert sorted(states) == ["COMPLETED", "COMPLETED", "FAILED"], states
+    assert "failing on purpose" in (logs / "build-1.out").read_text()
+    # afterany: the merge runs, refuses by name and writes nothing.
+    assert cluster.wait(merge) == ["FAILED"]
+    assert "shard-1-of-3" in (logs / "merge.out").read_text(), (logs / "merge.out").read_text()[-2000:]
+    assert not (tmp_path / "sharded" / "manifest.json").exists()
+    # The failed task alone, with the same count (experiments/slurm/README.md), then the merge.
+    again = cluster.submit("--array=1", "--cpus-per-task=1", export, f"--output={logs}/again-%a.out",
+                           SLURM / "build_dataset.sbatch", "3", *args, "--out", tmp_path / "sharded", cwd=ROOT)
+    merge = cluster.submit(f"--dependency=afterany:{again}", f"--output={logs}/merge-again.out",
+                           SLURM / "merge_shards.sbatch", tmp_path / "sharded", cwd=ROOT)
+    assert cluster.wait(again) == ["COMPLETED"], (logs / "again-1.out").read_text()[-2000:]
+    assert cluster.wait(merge) == ["COMPLETED"], (logs / "merge-again.out").read_text()[-2000:]
+    assert "(shard 1/3 of 14)" in (logs / "again-1.out").read_text()
+    for k in (0, 2):
         assert f"(shard {k}/3 of 14)" in (logs / f"build-{k}.out").read_text()
+    assert sorted(p.name for p in (tmp_path / "sharded").iterdir() if p.name.startswith("shard")) == [
+        "shard-0-of-3", "shard-1-of-3", "shard-2-of-3"]
     reference, merged = CropDB(tmp_path / "single"), open_crop_db(tmp_path / "sharded")
     assert merged.num_records == reference.num_records > 0
     np.testing.assert_array_equal(merged.index, reference.index)
@@ -87,7 +114,7 @@ def test_inference_as_a_job_array(caffe, cluster, synthetic, tmp_path):
     logs.mkdir()
     # This node has no GPUs: --gres=none replaces the script's gpu:1, as on a CPU partition.
     job = cluster.submit("--array=0-1", "--cpus-per-task=1", "--gres=none", f"--output={logs}/infer-%a.out",
-                         SLURM / "infer.sbatch", *args, "--out", tmp_path / "arrayed", cwd=ROOT)
+                         SLURM / "infer.sbatch", "2", *args, "--out", tmp_path / "arrayed", cwd=ROOT)
     states = cluster.wait(job)
     assert states == ["COMPLETED"] * 2, (states, *(p.read_text()[-1500:] for p in sorted(logs.iterdir())))
     names = sorted(p.name for p in (tmp_path / "single" / "labels").iterdir())

@@ -100,7 +100,7 @@ def test_plateau_cut_keeps_momentum(caffe, tiny, tmp_path):
     assert any(np.abs(h).sum() > 0 for h in before), "momentum history should be nonzero"
     trainer.run_validation()                    # no improvement, patience 1: cut
     assert trainer.lr == pytest.approx(0.001)   # the rate the solver applies now
-    trainer.solver.snapshot()
+    trainer._snapshot_pair()
     after = solverstate_history(tmp_path / "stage1" / "snapshot_iter_3.solverstate")
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)     # the cut did not touch the history
@@ -112,7 +112,7 @@ def test_plateau_cut_keeps_momentum(caffe, tiny, tmp_path):
     resumed = Trainer(config, validate_fn)
     assert resumed.solver.iter == 3
     assert resumed.lr == pytest.approx(0.001)
-    resumed.solver.snapshot()
+    resumed._snapshot_pair()
     for a, b in zip(before, solverstate_history(tmp_path / "stage1" / "snapshot_iter_3.solverstate"), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -289,3 +289,128 @@ def test_initial_weights_must_cover_the_net(tiny, tmp_path):
                         "--max-iter", "1", "--val-interval", "0")
     assert allowed.returncode == 0, allowed.stderr[-2000:]
     assert "keep their fillers" in allowed.stderr
+
+
+# --- Issue 25, item 12: snapshots whole, as pairs, and a resume past a damaged one ------------------------------
+
+def test_sigkill_loop_during_snapshots_always_resumes(tiny, tmp_path):
+    """A snapshot every iteration and SIGKILL at random moments, many times:
+    every rerun resumes (before, a kill during Caffe's in-place write left a
+    half-written solverstate, and every rerun then aborted with
+    `Check failed: state.history_size() == history_.size()`)."""
+    from caffe.proto import caffe_pb2
+
+    run_dir = tmp_path / "run"
+    rng = np.random.default_rng(25)
+    args = ("--stage", "1", "--max-iter", "400", "--val-interval", "0", "--snapshot-interval", "1",
+            "--keep-last", "3")
+    resumed = 0
+    for _ in range(8):
+        log = run_dir / "stage1" / "log.jsonl"
+        size = log.stat().st_size if log.exists() else 0
+        proc = train_cli(tiny, run_dir, *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120   # until it trains (its resume or first iterations logged)
+        while time.time() < deadline and proc.poll() is None and (log.stat().st_size if log.exists() else 0) == size:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.0))
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
+        assert proc.returncode == -9, err[-3000:]   # it was still running: killed, not failed
+        resumed += "resumed" in err
+    done = train_cli(tiny, run_dir, "--stage", "1", "--max-iter", "420", "--val-interval", "0",
+                     "--snapshot-interval", "1", "--keep-last", "3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert resumed >= 5, resumed
+    stage = run_dir / "stage1"
+    for path in stage.glob("snapshot_iter_*.solverstate"):    # every pair on disk is whole
+        state = caffe_pb2.SolverState()
+        state.ParseFromString(path.read_bytes())
+        assert Path(state.learned_net) == path.with_suffix(".caffemodel").resolve()
+    assert (stage / "snapshot_iter_420.caffemodel").exists() and not (stage / ".incoming").exists()
+
+
+def test_a_damaged_newest_snapshot_falls_back_to_the_one_before(tiny, tmp_path):
+    """The half-written file as the old in-place write left it (simulated by
+    cutting the newest solverstate short): the resume names it, sets it
+    aside and goes on from the previous pair."""
+    run_dir = tmp_path / "run"
+    first = train_cli(tiny, run_dir, "--stage", "1", "--max-iter", "4", "--val-interval", "0",
+                      "--snapshot-interval", "2", "--keep-last", "5")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run_dir / "stage1" / "train_state.json").unlink()        # not finished: resume it
+    newest = run_dir / "stage1" / "snapshot_iter_4.solverstate"
+    data = newest.read_bytes()
+    newest.write_bytes(data[:len(data) // 2])
+    again = train_cli(tiny, run_dir, "--stage", "1", "--max-iter", "6", "--val-interval", "0",
+                      "--snapshot-interval", "2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "snapshot at iteration 4 is damaged" in again.stderr and "snapshot_iter_4.solverstate" in again.stderr
+    resume = [e for e in read_log(run_dir / "stage1" / "log.jsonl") if e["event"] == "resume"]
+    assert resume[-1]["iter"] == 2
+    assert (run_dir / "stage1" / "snapshot_iter_4.solverstate.damaged").exists()
+    assert (run_dir / "stage1" / "snapshot_iter_6.solverstate").exists()
+
+
+# --- Issue 25, item 15: solver typos named by line -----------------------------------------------------------------
+
+@pytest.mark.parametrize("typo, expected", [
+    (("base_lr:", "base_lrr:"), r"has no field named \"base_lrr\".*did you mean 'base_lr'\?"),
+    (('lr_policy: "step"', 'lr_policy: "stpe"'), r"lr_policy 'stpe' is not one of .*did you mean 'step'\?"),
+    (("train_net: \"", "train_net: \"x"), r"train_net '.*' does not exist"),
+])
+def test_solver_typos_are_named_by_line(tiny, tmp_path, typo, expected):
+    import re
+
+    text = tiny["solvers"][1].read_text()
+    assert typo[0] in text
+    bad = write(tiny["solvers"][1].parent / f"typo_{abs(hash(typo)) % 1000}.prototxt",
+                text.replace(typo[0], typo[1], 1))
+    line = next(n for n, row in enumerate(bad.read_text().splitlines(), start=1) if typo[1] in row)
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--stage", "1", "--solver1",
+                                 str(bad), "--run-dir", str(tmp_path / "run")], capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        bad.unlink()
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{bad}:{line}" in result.stderr and re.search(expected, result.stderr), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Check failed" not in result.stderr
+
+
+def test_the_committed_solvers_pass_the_check(caffe):
+    from deconvnet.train.solver_check import check_solver
+
+    for name in ("stage1_solver.prototxt", "stage2_solver.prototxt"):
+        assert check_solver(ROOT / "prototxt" / name).iter_size == 8
+
+
+# --- Issue 25, item 10 (train) and the weight-decay log -------------------------------------------------------------
+
+def test_train_refuses_flags_without_effect(tiny, tmp_path):
+    patience = train_cli(tiny, tmp_path / "a", "--stage", "1", "--patience", "5")
+    assert patience.returncode == 2 and "--patience has no effect with --lr-policy step" in patience.stderr
+    metric = train_cli(tiny, tmp_path / "b", "--stage", "1", "--plateau-metric", "mean_iou")
+    assert metric.returncode == 2 and "--plateau-metric has no effect" in metric.stderr
+    # --recipe paper on the release solvers (iter_size 8): the paper's batch of 64 a pass is not in them.
+    paper = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), "--stage", "1", "--recipe", "paper",
+                            "--run-dir", str(tmp_path / "c")], capture_output=True, text=True, timeout=300)
+    assert paper.returncode == 2 and "has iter_size 8" in paper.stderr and "make_prototxt.py --recipe paper" \
+        in paper.stderr, paper.stderr[-2000:]
+    assert not (tmp_path / "a").exists() or not list((tmp_path / "a").rglob("*.caffemodel"))
+    # The negative case: the plateau rule takes its flags.
+    ok = train_cli(tiny, tmp_path / "d", "--stage", "1", "--lr-policy", "plateau", "--patience", "5",
+                   "--max-iter", "1", "--val-interval", "0", "--snapshot-interval", "0")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def test_weight_decay_is_logged_only_when_it_changes(caffe, tiny, tmp_path, caplog):
+    import logging
+
+    from deconvnet.train.trainer import StageConfig, prepare_solver
+
+    caplog.set_level(logging.INFO)
+    prepare_solver(StageConfig(solver=tiny["solvers"][1], run_dir=tmp_path / "a", weight_decay_rule="bvlc"))
+    assert "weight_decay" not in caplog.text                  # 0.0005 stays 0.0005: nothing to say
+    prepare_solver(StageConfig(solver=ROOT / "prototxt" / "stage1_solver.prototxt", run_dir=tmp_path / "b",
+                               weight_decay_rule="bvlc"))
+    assert "weight_decay 6.25e-05 -> 0.0005 (bvlc rule, iter_size 8)" in caplog.text

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from deconvnet.common.cli import PROTOTXT, positive_int, setup_logging
+from deconvnet.common.cli import PROTOTXT, positive_int, run_tool, setup_logging
 from deconvnet.common.machine import use_device
 from deconvnet.data.layer_params import SegDataParams
 from deconvnet.net.bn_stats import write_statistics
@@ -89,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "bn_stats"))

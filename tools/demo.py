@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconvnet.common.cli import ROOT, add_options, given_options, option, setup_logging
+from deconvnet.common.cli import ROOT, add_options, given_options, option, run_tool, setup_logging
 from deconvnet.common.recipes import RELEASE
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.proposals import EdgeBoxParams, ProposalCache, resolve_edges
@@ -303,4 +303,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "demo"))

@@ -29,7 +29,7 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.common.cli import MODELS, ROOT, setup_logging
+from deconvnet.common.cli import MODELS, ROOT, run_tool, setup_logging
 from deconvnet.data.download import ASSETS, DEFAULT_LOCK_FILE, DownloadError, download, extract
 
 
@@ -77,4 +77,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "download"))

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from deconvnet.common.atomic import atomic_path
-from deconvnet.common.cli import setup_logging
+from deconvnet.common.cli import check_output_file, run_tool, setup_logging
 from deconvnet.data.voc import DatasetError, read_split
 from deconvnet.eval.scoring import EvaluationError, evaluate_dirs, score_table
 
@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="ours", help="row label (default: ours)")
     args = parser.parse_args(argv)
     setup_logging()
+    problem = check_output_file(args.json, "--json") if args.json else None
+    if problem:
+        logging.error("eval_voc: %s", problem)
+        return 2
     try:
         ids = read_split(args.list) if args.list else None
         result, _ = evaluate_dirs(args.gt_dir, args.pred_dir, ids)
@@ -46,4 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "eval_voc"))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconvnet.common.cli import PROTOTXT, setup_logging
+from deconvnet.common.cli import PROTOTXT, run_tool, setup_logging
 from deconvnet.common.machine import use_device
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, edge_boxes, resolve_edges
@@ -104,4 +104,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "figures"))

@@ -18,7 +18,11 @@ the paper and the authors' release disagree on; single flags override it:
   --edges        both: structured (models/sed_model.yml.gz, or --edge-model;
                  gradient edges with a warning when missing)
 
-The settings used (recipe, edges, models) are written to <out>/run.json.
+The settings used (recipe, edges, models) are written to <out>/run.json; a
+later run into the same --out with other settings is refused (--overwrite
+redoes the folder with the new ones), and so is a shard of another image
+list than the folder's earlier shards. Flags that would have no effect
+(--crf-* without --crf, --ensemble without --fcn-weights, ...) are refused.
 
 Outputs under --out: labels/<id>.png (VOC palette, values 0..20), with
 --save-probs probs/<id>.npy (float16, 21xHxW), with --overlays
@@ -33,7 +37,6 @@ whole folder.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -42,13 +45,23 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deconvnet.common.atomic import atomic_path
-from deconvnet.common.cli import PROTOTXT, add_options, options_from_args, positive_int, setup_logging
+from deconvnet.common.cli import (
+    PROTOTXT,
+    add_options,
+    check_output_folder,
+    cli_fields,
+    options_from_args,
+    positive_int,
+    refuse_ineffective,
+    run_tool,
+    setup_logging,
+)
 from deconvnet.common.machine import use_device
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.common.sharding import add_shard_option, shard_from_env
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, ProposalCache, edges_record, resolve_edges
 from deconvnet.data.voc import DatasetError, read_image, read_split
+from deconvnet.infer import run_record
 from deconvnet.infer.crf import CRFParams
 from deconvnet.infer.models import DeconvNetModel, FCNModel, WeightsMismatch
 from deconvnet.infer.outputs import SUBMISSION_DIR, overlay, submission_archive, write_labels, write_png, write_probs
@@ -65,7 +78,19 @@ BATCH_HELP = (
     "proposal, folded 138 MiB (docs/BENCHMARKS.md): on a 24 GiB machine 2 passes of 25 unfolded, "
     "all 50 folded in one. The choice is logged")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff"}
+# What Pillow reads (read_image); other files in an input folder are listed as skipped.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
+
+
+def folder_images(folder: Path) -> list[Path]:
+    """The image files of a folder; what else it holds is logged, not lost silently."""
+    entries = sorted(folder.iterdir())
+    images = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    others = [p.name + ("/" if p.is_dir() else "") for p in entries if p not in images]
+    if others:
+        logging.info("infer: %s: skipping %d entries that are not images (%s): %s", folder, len(others),
+                     ", ".join(sorted(IMAGE_SUFFIXES)), ", ".join(others[:10]) + (" ..." if len(others) > 10 else ""))
+    return images
 
 
 def gather_inputs(args) -> list[tuple[str, Path]]:
@@ -73,7 +98,7 @@ def gather_inputs(args) -> list[tuple[str, Path]]:
     items: list[tuple[str, Path]] = []
     for path in args.inputs:
         if path.is_dir():
-            items += [(p.stem, p) for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+            items += [(p.stem, p) for p in folder_images(path)]
         else:
             items.append((path.stem, path))  # a missing file is reported per image
     if args.voc_root:
@@ -114,20 +139,16 @@ def _distinct_id(stem: str, path: Path, group: list[Path]) -> str:
     return f"{path.parent.name}_{stem}{'_' + path.suffix.lstrip('.').lower() if path.suffix else ''}"
 
 
-def write_run_record(path: Path, record: dict) -> None:
-    """What this run used; a different earlier record in the same folder is
-    named in a warning, since its labels were made with other settings."""
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = None
-        if old is not None and old != record:
-            logging.warning("infer: %s records other settings than this run's; labels already in %s keep "
-                            "theirs (--overwrite redoes them)", path, path.parent / "labels")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
+def ineffective_rules(args, recipe) -> list[tuple[tuple[str, ...], bool, str]]:
+    """Flags that would be accepted and ignored (deconvnet.common.cli.refuse_ineffective)."""
+    crf_flags = tuple(f"crf_{f.name}" for f in cli_fields(CRFParams))
+    return [
+        (crf_flags, not args.crf, "without --crf (the CRF does not run)"),
+        (("ensemble", "fcn_variant", "fcn_model"), args.fcn_weights is None,
+         "without --fcn-weights (the FCN-8s ensemble does not run)"),
+        (("edge_model",), recipe.edges == "gradient", "with gradient edges (--edges gradient)"),
+        (("box_side_of",), recipe.min_box_side == 0, "when no minimum box side is set (--min-box-side 0)"),
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,8 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging()
+    recipe = recipe_from_args(args, *RECIPE_FIELDS)
+    if refuse_ineffective("infer", parser, argv, ineffective_rules(args, recipe)):
+        return 2
+    problem = check_output_folder(args.out)
+    if problem:
+        logging.error("infer: %s", problem)
+        return 2
     items = gather_inputs(args)
     if not items:
         logging.error("infer: no images given (files, folders, or --voc-root)")
@@ -184,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         logging.error("infer: %s", err)
         return 2
+    listed = items
     if shard is not None:
         start, end = shard.bounds(len(items))
         logging.info("infer: shard %s: images %d to %d of %d", shard, start + 1, end, len(items))
@@ -192,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             logging.error("infer: %s %s not found", what, path)
             return 2
-    recipe = recipe_from_args(args, *RECIPE_FIELDS)
     fcn_model = args.fcn_model or FCN_DEPLOY[recipe.fcn_variant]
     try:
         edge_params = EdgeBoxParams(edge_model=resolve_edges(recipe.edges, args.edge_model))
@@ -211,11 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = Pipeline(deconvnet, args.top_k, recipe.min_box_side, recipe.box_side_of, args.aggregate, crf, fcn,
                         recipe.ensemble)
     proposals = ProposalCache(args.proposal_cache or args.out / "proposals", edge_params)
-    write_run_record(args.out / "run.json", dict(
-        recipe=asdict(recipe), proposals=dict(edges_record(edge_params), top_k=args.top_k),
-        model=str(args.model), weights=str(args.weights), aggregate=args.aggregate, crf=crf is not None,
-        fcn=dict(variant=recipe.fcn_variant, model=str(fcn_model), weights=str(args.fcn_weights))
-        if fcn else None))
+    recorded_recipe = asdict(recipe)
+    if fcn is None:  # no ensemble ran: its fields say nothing about these labels
+        del recorded_recipe["ensemble"], recorded_recipe["fcn_variant"]
+    run_record.claim(args.out, dict(
+        recipe=recorded_recipe, proposals=dict(edges_record(edge_params), top_k=args.top_k),
+        model=str(args.model), weights=str(args.weights), aggregate=args.aggregate,
+        crf=asdict(crf) if crf is not None else None,
+        fcn=dict(variant=recipe.fcn_variant, ensemble=recipe.ensemble, model=str(fcn_model),
+                 weights=str(args.fcn_weights)) if fcn else None), shard, listed, args.overwrite)
     failures: list[str] = []
     done = skipped = 0
     totals = Timings()
@@ -261,4 +294,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "infer"))

@@ -17,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.common.cli import MODELS, PROTOTXT, setup_logging
+from deconvnet.common.cli import MODELS, PROTOTXT, run_tool, setup_logging
 from deconvnet.net.surgery import SurgeryError, build_init_model
 
 DEFAULT_TARGET = {"deconvnet": PROTOTXT / "deconvnet_deploy.prototxt",
@@ -50,4 +50,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "init_weights"))

@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.common.cli import PROTOTXT, setup_logging
+from deconvnet.common.cli import PROTOTXT, run_tool, setup_logging
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.net.prototxt import Paths, generate_stages, stale_files, write_all, write_files
 
@@ -55,4 +55,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "make_prototxt"))

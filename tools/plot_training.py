@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.common.cli import setup_logging
+from deconvnet.common.cli import run_tool, setup_logging
 from deconvnet.train.plots import parse_log, plot
 
 
@@ -30,4 +30,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "plot_training"))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deconvnet.common.cli import positive_int, setup_logging
+from deconvnet.common.cli import positive_int, run_tool, setup_logging
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.data.crops import tight_box
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, edge_boxes, edges_record, resolve_edges
@@ -75,4 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "proposal_recall"))

@@ -21,6 +21,13 @@ iterations and reports mean IoU. The best snapshot (best.caffemodel) and the
 last --keep-last are kept; free disk is checked before each snapshot. A run
 folder with snapshots resumes from the latest solverstate. Logs go to
 <run-dir>/stageN/log.jsonl (plot them with tools/plot_training.py).
+
+Both solver files are checked first (known fields, a known lr_policy, net
+files that exist), naming the line and the fix. Snapshots are written as
+whole pairs (caffemodel and solverstate); a resume falls back from a
+damaged newest pair to the one before. Flags without effect (--patience
+with --lr-policy step; a --recipe whose batch the solver does not have)
+are refused.
 """
 from __future__ import annotations
 
@@ -29,10 +36,20 @@ import logging
 import sys
 from pathlib import Path
 
-from deconvnet.common.cli import PROTOTXT, ROOT, add_options, options_from_args, setup_logging
+from deconvnet.common.cli import (
+    PROTOTXT,
+    ROOT,
+    add_options,
+    check_output_folder,
+    given_flags,
+    options_from_args,
+    refuse_ineffective,
+    run_tool,
+    setup_logging,
+)
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.net.weights import WeightsMismatch
-from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, finished_model
+from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, finished_model, read_solver
 
 RECIPE_FIELDS = ("lr_policy", "patience", "plateau_metric", "weight_decay_rule")
 
@@ -57,7 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     recipe = recipe_from_args(args, *RECIPE_FIELDS)
+    if refuse_ineffective("train", parser, argv, [
+            (("patience", "plateau_metric"), recipe.lr_policy == "step",
+             "with --lr-policy step (the solver's steps set the rate; they are the plateau rule's)")]):
+        return 2
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]
+    solvers = {stage: args.solver1 if stage == 1 else args.solver2 for stage in stages}
+    for solver in solvers.values():  # both checked before hours of stage 1
+        iter_size = max(read_solver(solver).iter_size, 1)
+        if "recipe" in given_flags(parser, argv) and iter_size != recipe.iter_size:
+            logging.error("train: --recipe %s makes the mini-batch of 64 from %d examples a pass x iter_size %d, "
+                          "but %s has iter_size %d (and its net its own batch): the recipe's batch would not be "
+                          "applied. Write its solvers and nets with tools/make_prototxt.py --recipe %s and pass "
+                          "them as --solver1/--solver2", recipe.name, recipe.batch_per_pass, recipe.iter_size,
+                          solver, iter_size, recipe.name)
+            return 2
+    problem = check_output_folder(args.run_dir)
+    if problem:
+        logging.error("train: %s", problem)
+        return 2
     weights = args.weights
     for stage in stages:
         run_dir = args.run_dir / f"stage{stage}"
@@ -70,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             StageConfig, args, skip=("lr_policy", "patience"), lr_policy=recipe.lr_policy,
             patience=recipe.patience, plateau_metric=recipe.plateau_metric,
             weight_decay_rule=recipe.weight_decay_rule,
-            solver=args.solver1 if stage == 1 else args.solver2, run_dir=run_dir,
+            solver=solvers[stage], run_dir=run_dir,
             weights=weights, min_free_bytes=int(args.min_free_gb * 2**30) if args.min_free_gb else None)
         try:
             weights = Trainer(config).train()
@@ -85,4 +120,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "train"))

@@ -1,8 +1,15 @@
 """The machine and device a tool runs on."""
 from __future__ import annotations
 
+import ctypes
 import platform
 from pathlib import Path
+from typing import Callable
+
+from deconvnet.common.cli import ToolError
+
+# The CUDA driver's first release that runs the runtime this project builds with (CUDA 13.0).
+DRIVER_FOR = {13000: "580"}
 
 
 def cpu_name() -> str:
@@ -16,12 +23,67 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+class DeviceError(ToolError):
+    """The GPU asked for cannot be used; the message says why and what to do."""
+
+
+def loaded_libraries() -> list[str]:
+    """Paths of the shared libraries mapped into this process."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    return sorted({line.split(None, 5)[5] for line in lines if len(line.split(None, 5)) == 6 and ".so" in line})
+
+
+def _version(number: int) -> str:
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def gpu_problem(gpu: int, libraries: list[str], load: Callable[[str], object] = ctypes.CDLL) -> str | None:
+    """Why Caffe cannot run on GPU ``gpu`` (None when it can), from the
+    libraries pycaffe loaded and the driver's answers: a CPU-only build (no
+    CUDA library among them), no driver, a driver older than the CUDA
+    runtime, no device, or no device of that number. Checked before Caffe
+    is asked, since Caffe aborts the process on each of these."""
+    runtime = next((path for path in libraries if "libcudart.so" in Path(path).name), None)
+    if runtime is None and not any("libcublas" in Path(path).name for path in libraries):
+        return ("this Caffe is a CPU-only build; leave out --gpu to run on the CPU, or set up the CUDA build "
+                "(scripts/setup.sh --use-cuda)")
+    try:
+        driver = load("libcuda.so.1")
+    except OSError:
+        return ("no NVIDIA driver: libcuda.so.1 cannot be loaded. Install the driver (or, in Docker, start the "
+                "container with --gpus all), or leave out --gpu to run on the CPU")
+    need = ctypes.c_int(0)
+    if runtime is not None:
+        load(runtime).cudaRuntimeGetVersion(ctypes.byref(need))  # type: ignore[attr-defined]
+    have = ctypes.c_int(0)
+    driver.cuDriverGetVersion(ctypes.byref(have))  # type: ignore[attr-defined]
+    if need.value and have.value < need.value:
+        return (f"the NVIDIA driver supports CUDA {_version(have.value)}, but this Caffe was built with CUDA "
+                f"{_version(need.value)}; update the driver (CUDA {_version(need.value)} needs "
+                f"{DRIVER_FOR.get(need.value // 1000 * 1000, 'a newer one')} or newer), or leave out --gpu")
+    status = driver.cuInit(0)  # type: ignore[attr-defined]
+    count = ctypes.c_int(0)
+    if status != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:  # type: ignore[attr-defined]
+        return (f"no usable NVIDIA GPU (the driver answered error {status}); check nvidia-smi, or leave out --gpu "
+                "to run on the CPU")
+    if not 0 <= gpu < count.value:
+        return f"--gpu {gpu}: this machine has {count.value} GPU(s), numbered from 0"
+    return None
+
+
 def use_device(gpu: int | None) -> None:
-    """Caffe on GPU ``gpu``, or on the CPU when it is None."""
+    """Caffe on GPU ``gpu``, or on the CPU when it is None; DeviceError
+    when the GPU cannot be used."""
     import caffe
 
     if gpu is None:
         caffe.set_mode_cpu()
-    else:
-        caffe.set_device(gpu)
-        caffe.set_mode_gpu()
+        return
+    problem = gpu_problem(gpu, loaded_libraries())
+    if problem:
+        raise DeviceError(f"cannot use --gpu {gpu}: {problem}")
+    caffe.set_device(gpu)
+    caffe.set_mode_gpu()

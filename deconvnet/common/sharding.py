@@ -3,9 +3,13 @@ or as a Slurm job array: shard K of N is the K-th of N contiguous,
 balanced slices (sizes differ by at most one), so the shards are disjoint,
 their union is the list whatever N is, and in order they are the list.
 
-``--shard K/N`` names one; without it, a Slurm array task takes its own
-(``SLURM_ARRAY_TASK_ID`` counted from ``SLURM_ARRAY_TASK_MIN``, of
-``SLURM_ARRAY_TASK_COUNT``)."""
+``--shard K/N`` names one (the sbatch scripts of experiments/slurm/ pass
+``--shard $SLURM_ARRAY_TASK_ID/N`` with the count they are given, so any
+list of task ids works: a resubmitted ``--array=5``, ``0,3,7``). Without
+it, a Slurm array task takes its own only from an array ``0-(N-1)``: its
+``SLURM_ARRAY_TASK_ID`` of ``SLURM_ARRAY_TASK_COUNT``. Any other array
+(one resubmitted task is an array of count 1) is refused with the recipe,
+since its count is not the number of shards."""
 from __future__ import annotations
 
 import argparse
@@ -47,17 +51,35 @@ def parse_shard(text: str) -> Shard:
         raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N (such as 0/4), got {text!r}") from None
 
 
+SLURM_ARRAY = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX",
+               "SLURM_ARRAY_TASK_STEP")
+RESUBMIT = ("to run some tasks of an N-task array again (a resubmitted --array=5, or 0,3,7), give the count: "
+            "the sbatch scripts of experiments/slurm/ take it as their first argument (sbatch --array=5 "
+            "experiments/slurm/infer.sbatch N ...), the tools as --shard $SLURM_ARRAY_TASK_ID/N")
+
+
 def shard_from_env(env: Mapping[str, str] | None = None) -> Shard | None:
-    """The Slurm array task's shard, or None outside an array."""
+    """The Slurm array task's shard, or None outside an array; ValueError
+    (with the recipe) for an array that is not 0..COUNT-1."""
     env = os.environ if env is None else env
     if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
         return None
-    task, first = int(env["SLURM_ARRAY_TASK_ID"]), int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-    try:
-        return Shard(task - first, int(env["SLURM_ARRAY_TASK_COUNT"]))
-    except ValueError as err:
-        raise ValueError(f"Slurm array task {task} (first {first}, count {env['SLURM_ARRAY_TASK_COUNT']}): the "
-                         "array must be a contiguous range such as --array=0-3") from err
+    values = {}
+    for name in SLURM_ARRAY:
+        text = env.get(name)
+        if text is None:
+            continue
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise ValueError(f"{name}={text!r} is not a number; run the tool inside a Slurm array task, or give "
+                             "--shard K/N") from None
+    task, count = values["SLURM_ARRAY_TASK_ID"], values["SLURM_ARRAY_TASK_COUNT"]
+    first, last = values.get("SLURM_ARRAY_TASK_MIN", 0), values.get("SLURM_ARRAY_TASK_MAX", count - 1)
+    if first != 0 or last != count - 1 or values.get("SLURM_ARRAY_TASK_STEP", 1) != 1 or not 0 <= task < count:
+        raise ValueError(f"Slurm array task {task} of an array {first}-{last} with {count} task(s) is not shard "
+                         f"{task} of {count}: the shard count is known only for an array 0-(N-1); {RESUBMIT}")
+    return Shard(task, count)
 
 
 def add_shard_option(parser: argparse.ArgumentParser, what: str) -> None:

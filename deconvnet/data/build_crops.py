@@ -17,7 +17,7 @@ from deconvnet.common.constants import CLASSES, STORED_SIZE, VOID
 from deconvnet.common.sharding import Shard
 from deconvnet.data import crops
 from deconvnet.data.balance import balanced_index, class_histogram
-from deconvnet.data.crop_db import CropDBWriter, encode_record, shard_folder_name
+from deconvnet.data.crop_db import CropDBError, CropDBWriter, encode_record, shard_folder_name, unsharded_database
 from deconvnet.data.image_sets import ImageRef, ImageSource
 from deconvnet.data.proposals import EdgeBoxParams, ProposalCache, edges_record
 from deconvnet.data.voc import AnnotationFormatError, DatasetError
@@ -59,8 +59,11 @@ class BuildConfig:
         keep = ("stage", "image_set", "stored_size", "min_iou", "max_proposals", "jpeg_quality",
                 "limit")
         params = {k: getattr(self, k) for k in keep}
-        params["voc_root"] = str(self.voc_root) if self.voc_root else None
-        params["sbd_root"] = str(self.sbd_root) if self.sbd_root else None
+        if self.stage == 1:  # proposals play no part in stage 1
+            params["min_iou"] = params["max_proposals"] = None
+        # Resolved: a relative and an absolute path to one folder are one input.
+        params["voc_root"] = str(Path(self.voc_root).resolve()) if self.voc_root else None
+        params["sbd_root"] = str(Path(self.sbd_root).resolve()) if self.sbd_root else None
         params["edge_params"] = asdict(self.edge_params) if self.stage == 2 else None
         params["stage1_void"] = self.stage1_void if self.stage == 1 else None
         return params
@@ -130,6 +133,10 @@ def build(config: BuildConfig) -> dict[str, Any]:
                            f"{config.sbd_root}{', --limit %d' % config.limit if config.limit is not None else ''}); "
                            "nothing to build")
     all_refs, target, shard_record = refs, config.out, None
+    if config.shard is not None and unsharded_database(config.out):
+        raise CropDBError(f"{config.out} holds a finished unsharded dataset; shards built beside it would be "
+                          "merged over its index and manifest. Choose another --out for the shards, or remove "
+                          f"{config.out} first")
     if config.shard is not None:
         # Each shard is a whole database of its part of the list; merge_shards.py checks that
         # every shard saw the same list (list_fingerprint) and the same arguments.

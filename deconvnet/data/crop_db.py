@@ -20,6 +20,7 @@ starting with ``__`` and is removed before the rename.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -322,6 +323,25 @@ def shard_folder_name(index: int, count: int) -> str:
     return f"shard-{index}-of-{count}"
 
 
+def manifest_fingerprint(database: Path) -> str:
+    """sha256 of a database's manifest.json: a rebuild writes another one
+    (its build time, and its inputs' fingerprint when they changed)."""
+    return hashlib.sha256((Path(database) / "manifest.json").read_bytes()).hexdigest()
+
+
+def unsharded_database(folder: Path) -> bool:
+    """Whether ``folder`` holds a finished unsharded database (its own
+    data.mdb, or a manifest that names no shards)."""
+    folder = Path(folder)
+    manifest = folder / "manifest.json"
+    if (folder / "data.mdb").exists():
+        return True
+    try:
+        return manifest.exists() and "shards" not in json.loads(manifest.read_text())
+    except ValueError:
+        return False
+
+
 class ShardedCropDB:
     """A dataset built in shards and merged by data_prep/merge_shards.py:
     the folder holds the ``shard-K-of-N`` databases (read in place, nothing
@@ -333,8 +353,23 @@ class ShardedCropDB:
         self.path = Path(path)
         self.manifest = json.loads((self.path / "manifest.json").read_text())
         self.shards = [CropDB(self.path / name) for name in self.manifest["shards"]]
+        self._check_shards()
         self.offsets = np.cumsum([0] + [db.num_records for db in self.shards])
         self.index = np.load(self.path / "index.npy")
+
+    def _check_shards(self) -> None:
+        """Each shard must be the one merged: a shard rebuilt afterwards has
+        other records under the same numbers, which the merged index would
+        mix up silently."""
+        counts = self.manifest.get("records_per_shard")
+        prints = self.manifest.get("shard_fingerprints")
+        for k, db in enumerate(self.shards):
+            changed = (counts is not None and db.num_records != counts[k]
+                       or prints is not None and manifest_fingerprint(db.path) != prints[k])
+            if changed:
+                raise CropDBError(f"{db.path} was rebuilt after {self.path} was merged (its records or manifest "
+                                  f"differ from those the merged index was made from); run "
+                                  f"data_prep/merge_shards.py {self.path} again")
 
     @property
     def num_records(self) -> int:

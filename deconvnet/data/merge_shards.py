@@ -15,7 +15,14 @@ import numpy as np
 from deconvnet.common.atomic import atomic_path
 from deconvnet.common.constants import CLASSES
 from deconvnet.data.balance import balanced_index, class_histogram
-from deconvnet.data.crop_db import SHARD_FOLDER, CropDB, CropDBError, shard_folder_name
+from deconvnet.data.crop_db import (
+    SHARD_FOLDER,
+    CropDB,
+    CropDBError,
+    manifest_fingerprint,
+    shard_folder_name,
+    unsharded_database,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -53,7 +60,17 @@ def find_shards(folder: Path) -> list[Path]:
 
 
 def _check_alike(shards: list[Path], manifests: list[dict[str, Any]]) -> None:
+    for k, (path, manifest) in enumerate(zip(shards, manifests, strict=True)):
+        own = manifest["shard"]
+        if (own["index"], own["count"]) != (k, len(shards)):
+            raise CropDBError(f"{path} holds shard {own['index']} of {own['count']} by its own manifest, not "
+                              f"{k} of {len(shards)} as its name says (a copied or renamed folder?); remove it "
+                              "and rerun its build task")
     first = manifests[0]
+    images = sum(m["images"] for m in manifests)
+    if images != first["shard"]["images_total"]:
+        raise CropDBError(f"the shards of {shards[0].parent} hold {images} images, the list has "
+                          f"{first['shard']['images_total']}; rebuild the shards with one command line")
     for path, manifest in zip(shards[1:], manifests[1:], strict=True):
         differ = sorted(k for k in set(first["params"]) | set(manifest["params"])
                         if first["params"].get(k) != manifest["params"].get(k))
@@ -69,6 +86,10 @@ def merge(folder: Path) -> dict[str, Any]:
     """Writes ``folder``/index.npy and manifest.json over its shards; returns
     the manifest."""
     folder = Path(folder)
+    if unsharded_database(folder):
+        raise CropDBError(f"{folder} holds a finished unsharded dataset (data.mdb, manifest.json); merging would "
+                          "overwrite its index and manifest. Build the shards into another --out, or remove "
+                          f"{folder} first")
     shards = find_shards(folder)
     manifests = []
     for path in shards:
@@ -95,7 +116,8 @@ def merge(folder: Path) -> dict[str, Any]:
         skipped=skipped, skipped_count=len(skipped), bytes_per_example=total_bytes / max(len(classes), 1),
         proposal_seconds=sum(m["proposal_seconds"] for m in manifests),
         build_seconds=sum(m["build_seconds"] for m in manifests), recipe=first["recipe"], edges=first["edges"],
-        shards=[path.name for path in shards], records_per_shard=[m["unique_records"] for m in manifests])
+        shards=[path.name for path in shards], records_per_shard=[m["unique_records"] for m in manifests],
+        shard_fingerprints=[manifest_fingerprint(path) for path in shards])
     with atomic_path(folder / "index.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(index, dtype=np.int64))

@@ -55,13 +55,35 @@ def read_split(path: Path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
+# Pillow's modes of 16-bit grayscale (PNG, TIFF); "I" is 32-bit and holds them too.
+GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _gray16_to_rgb(path: Path, img: Image.Image) -> np.ndarray:
+    """16-bit gray as the eye sees it, in 8 bits: 0..65535 scaled to 0..255
+    (Pillow's convert("RGB") clips it, so most of a photo reads as white)."""
+    values = np.asarray(img).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise DatasetError(f"{path}: a {img.mode} image with values outside 0..65535; convert it to 8 bits per "
+                           "channel (RGB or grayscale)")
+    gray = ((values * 255 + 32767) // 65535).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
+
+
 def read_image(path: Path) -> np.ndarray:
-    """BGR uint8; grayscale and CMYK files are converted."""
+    """BGR uint8; grayscale (8 or 16 bits) and CMYK files are converted."""
+    if path.is_dir():
+        raise DatasetError(f"{path}: a folder, not an image")
     if not path.is_file():
         raise DatasetError(f"{path}: image not found")
     try:
         with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"))
+            if img.mode in GRAY16_MODES:
+                rgb = _gray16_to_rgb(path, img)
+            elif img.mode == "F":
+                raise DatasetError(f"{path}: a floating-point image; convert it to 8 bits per channel")
+            else:
+                rgb = np.asarray(img.convert("RGB"))
     except OSError as err:  # truncated or not an image
         raise DatasetError(f"{path}: unreadable image ({err})") from err
     return np.ascontiguousarray(rgb[:, :, ::-1])

@@ -46,12 +46,52 @@ def _read_int(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def available_memory() -> int:
+# cgroup v2 (one hierarchy) and v1 (a memory hierarchy): limit and usage files.
+CGROUP_FILES = {"v2": ("memory.max", "memory.current"), "v1": ("memory.limit_in_bytes", "memory.usage_in_bytes")}
+NO_LIMIT = 1 << 60  # v1 writes "no limit" as a huge number, v2 as "max"
+
+
+def cgroup_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"),
+                    root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The least (limit - usage) over every memory cgroup on this process's
+    own path (/proc/self/cgroup), from its group up to the mount's root,
+    for v2 and v1; None when no level is limited. A Slurm job's limit sits
+    on a group deep below the root (/system.slice/slurmstepd.scope/job_42),
+    which the root's files know nothing of."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    least = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, own = parts
+        if hierarchy == "0" and controllers == "":
+            base, (limit_name, usage_name) = root, CGROUP_FILES["v2"]
+        elif "memory" in controllers.split(","):
+            base, (limit_name, usage_name) = root / "memory", CGROUP_FILES["v1"]
+        else:
+            continue
+        folder = base / own.strip().lstrip("/")
+        while True:
+            limit, usage = _read_int(folder / limit_name), _read_int(folder / usage_name)
+            if limit is not None and usage is not None and limit < NO_LIMIT:
+                least = max(limit - usage, 0) if least is None else min(least, max(limit - usage, 0))
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return least
+
+
+def available_memory(meminfo: Path = Path("/proc/meminfo"), proc_cgroup: Path = Path("/proc/self/cgroup"),
+                     cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """Bytes this process can still use: the kernel's MemAvailable, or less
-    when a cgroup (a container, a Slurm job) limits the process."""
+    when a cgroup on its path (a container, a Slurm job) limits it."""
     available = None
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
+        for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 available = int(line.split()[1]) * 1024
     except OSError:
@@ -60,13 +100,8 @@ def available_memory() -> int:
         import os
 
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        limit, usage = _read_int(Path(limit_file)), _read_int(Path(usage_file))
-        if limit is not None and usage is not None and limit < 1 << 60:
-            available = min(available, max(limit - usage, 0))
-    return available
+    headroom = cgroup_headroom(proc_cgroup, cgroup_root)
+    return available if headroom is None else min(available, headroom)
 
 
 def choose_batch(per_example: int, proposals: int, available: int, share: float = BATCH_SHARE) -> int:

@@ -26,7 +26,7 @@ from google.protobuf import text_format
 
 from deconvnet.common.atomic import atomic_path
 from deconvnet.net.rewrite import plan_rewrites, rewrite_net_param, rewrite_params
-from deconvnet.net.weights import load_net
+from deconvnet.net.weights import load_net, pair_header
 
 LOG = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ def fold_net_param(net, prototxt: Path = Path("<net>")):
                             f"{f.conv!r} before its BatchNorm/Scale; folding would remove it")
     folded = caffe_pb2.NetParameter()
     folded.CopyFrom(net)
-    folded.name = f"{net.name}_folded" if net.name else "folded"
+    # Folding a folded net again changes nothing: its name says "folded" once.
+    folded.name = net.name if net.name.endswith("folded") else f"{net.name}_folded" if net.name else "folded"
     del folded.layer[:]
     for layer in net.layer:
         if layer.name in gone:
@@ -208,13 +209,19 @@ def fold(model: Path, weights: Path, out_model: Path, out_weights: Path, rewrite
     folded_param = rewrite_net_param(folded_param, plan)
     params = rewrite_params(params, plan)
     text = f"# BatchNorm and Scale of {model} folded into the (de)convolutions by tools/fold_bn.py.\n{folded_param}"
-    with atomic_path(out_model) as model_tmp, atomic_path(out_weights) as weights_tmp:
+    # Both files are written under temporary names, then the prototxt is
+    # renamed before the weights (the inner block ends first). The prototxt
+    # names its weights' fingerprint, so a kill between the two renames
+    # leaves a new prototxt beside old weights, which load_net refuses.
+    with atomic_path(out_weights) as weights_tmp, atomic_path(out_model) as model_tmp:
         model_tmp.write_text(text)
         folded_net = caffe.Net(str(model_tmp), caffe.TEST)
         for name, blobs in folded_net.params.items():
             for blob, value in zip(blobs, params[name], strict=True):
                 blob.data[...] = value.reshape(blob.data.shape)
         folded_net.save(str(weights_tmp))
+        del folded_net
+        model_tmp.write_text(pair_header(weights_tmp) + text)
     LOG.info("folded %d BatchNorm layers (%d with Scale) into %s and %s; rewritten: %s", len(folds),
              sum(f.scale is not None for f in folds), out_model, out_weights,
              ", ".join(f"{name} ({kind})" for name, kind in plan.items()) or "none")

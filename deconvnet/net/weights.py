@@ -6,7 +6,9 @@ layer must be in the file with the net's shapes, or the tool stops naming
 them (``allow_missing`` lists the missing ones and goes on)."""
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +97,47 @@ def check_weights(net, prototxt: Path, weights: Path, allow_missing: bool = Fals
     return missing
 
 
+# A prototxt written with its weights (tools/fold_bn.py) names them on its first line.
+PAIR_LINE = re.compile(r"^# weights fingerprint: ([0-9a-f]{64}) \((\d+) bytes\)$", re.M)
+_SAMPLES, _BLOCK = 64, 1 << 16
+
+
+def weights_fingerprint(path: Path) -> str:
+    """sha256 of a caffemodel's size and 64 evenly spaced 64 KiB blocks (the
+    whole file when smaller): any other fold differs in it, and it costs
+    milliseconds for the full net's 1 GB, not a full read."""
+    size = Path(path).stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size <= _SAMPLES * _BLOCK:
+            digest.update(f.read())
+        else:
+            for k in range(_SAMPLES):
+                f.seek(k * (size - _BLOCK) // (_SAMPLES - 1))
+                digest.update(f.read(_BLOCK))
+    return digest.hexdigest()
+
+
+def pair_header(weights: Path) -> str:
+    """The prototxt's first line for a net written together with ``weights``."""
+    return f"# weights fingerprint: {weights_fingerprint(weights)} ({Path(weights).stat().st_size} bytes)\n"
+
+
+def check_pair(prototxt: Path, weights: Path) -> None:
+    """WeightsMismatch when ``prototxt`` names other weights than ``weights``."""
+    with open(prototxt, errors="replace") as f:
+        match = PAIR_LINE.match(f.readline())
+    if match and Path(weights).is_file() and match.group(1) != weights_fingerprint(weights):
+        raise WeightsMismatch(
+            f"{prototxt} was written by tools/fold_bn.py for other weights than {weights} (a fold stopped between "
+            "renaming its two files, or files of two folds mixed); rerun tools/fold_bn.py to write the pair again")
+
+
 def load_net(prototxt: Path, weights: Path, phase: int, allow_missing: bool = False):
     """A caffe.Net of ``prototxt`` with ``weights``, checked first."""
     import caffe
 
+    check_pair(prototxt, weights)
     net = caffe.Net(str(prototxt), phase)
     check_weights(net, prototxt, weights, allow_missing)
     net.copy_from(str(weights))

@@ -1,6 +1,7 @@
 """Stage 3 of the pipeline, training (docs/PAPER.md, section 3): the
 pycaffe trainer of one stage, with validation mIoU, the step and plateau
 learning-rate rules, snapshots and resumption (``trainer``), and plots of
-its logs and of plain ``caffe train`` logs (``plots``).
+its logs and of plain ``caffe train`` logs (``plots``), and solver files
+checked before Caffe reads them (``solver_check``).
 
 May import: deconvnet.common, deconvnet.data, deconvnet.net, deconvnet.eval."""

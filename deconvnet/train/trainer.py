@@ -6,7 +6,13 @@ authors' step schedule or the paper's plateau rule (divide the rate by 10
 when validation mIoU has not improved for ``patience`` validations), keeps
 the best snapshot and the last K, checks free disk before each snapshot,
 resumes from the latest solverstate, shows a progress bar and writes a
-JSON-lines log. The plateau rule changes the solver's base rate in place
+JSON-lines log.
+
+Snapshots appear whole or not at all, as a pair: Caffe writes them into
+``<run>/.incoming/`` (it writes in place), then the caffemodel is renamed
+into the run folder and the solverstate, pointed at it, is written there
+atomically, last. A resume checks the newest pair against the net and
+falls back to the previous one, by name, when it is damaged. The plateau rule changes the solver's base rate in place
 (``lr_policy: fixed``), so the momentum history is untouched, and the
 solverstate keeps it across a re-created solver on resume.
 """
@@ -14,15 +20,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from google.protobuf import text_format
 from tqdm import tqdm
 
 from deconvnet.common.atomic import atomic_path
@@ -32,12 +39,14 @@ from deconvnet.common.machine import use_device
 from deconvnet.common.recipes import solver_weight_decay
 from deconvnet.eval.scoring import confusion, scores
 from deconvnet.net.weights import check_weights
+from deconvnet.train.solver_check import check_solver
 
 import caffe
 from caffe.proto import caffe_pb2
 
 LOG = logging.getLogger(__name__)
 STATE_FILE = "train_state.json"
+INCOMING = ".incoming"  # where Caffe writes a snapshot before it is moved into place
 
 
 class DiskFull(Exception):
@@ -88,9 +97,9 @@ class StageConfig:
 
 
 def read_solver(path: Path) -> caffe_pb2.SolverParameter:
-    param = caffe_pb2.SolverParameter()
-    text_format.Merge(path.read_text(), param)
-    return param
+    """The solver file, checked (deconvnet.train.solver_check): SolverError
+    names the line and the fix."""
+    return check_solver(path)
 
 
 def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter]:
@@ -112,12 +121,12 @@ def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter
         param.test_interval = 2 ** 31 - 1  # validation is ours
         param.test_initialization = False
     param.snapshot = 0                     # snapshots are ours too
-    param.snapshot_prefix = str(config.run_dir.resolve() / "snapshot")
+    param.snapshot_prefix = str(config.run_dir.resolve() / INCOMING / "snapshot")
     if config.max_iter is not None:
         param.max_iter = config.max_iter
     if config.weight_decay_rule is not None:
         decay = solver_weight_decay(config.weight_decay_rule, max(param.iter_size, 1))
-        if abs(decay - param.weight_decay) > 1e-12:
+        if not np.isclose(decay, param.weight_decay, rtol=1e-6, atol=0):  # the solver stores a float32
             LOG.info("weight_decay %g -> %g (%s rule, iter_size %d)", param.weight_decay, decay,
                      config.weight_decay_rule, param.iter_size)
         param.weight_decay = decay
@@ -142,6 +151,56 @@ def snapshots(run_dir: Path) -> list[tuple[int, Path]]:
         if m:
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def snapshot_problem(path: Path, net: caffe.Net) -> str | None:
+    """Why a solverstate (and the caffemodel it names) cannot resume ``net``,
+    or None: Caffe aborts the process on each of these, naming no file."""
+    state = caffe_pb2.SolverState()
+    try:
+        state.ParseFromString(path.read_bytes())
+    except Exception as err:  # protobuf's DecodeError
+        return f"{path} does not parse ({err})"
+    sizes = Counter(blob.data.size for blobs in net.params.values() for blob in blobs)
+    history = Counter(len(h.data) for h in state.history)
+    # SGD keeps one history blob per learned blob, Adam-like solvers two.
+    copies = sum(history.values()) // max(sum(sizes.values()), 1)
+    if not copies or history != Counter({size: n * copies for size, n in sizes.items()}):
+        return (f"{path} holds {sum(history.values())} history blobs that do not match the net's "
+                f"{sum(sizes.values())} learned blobs")
+    model = Path(state.learned_net) if state.learned_net else path.with_suffix(".caffemodel")
+    if not model.is_file() and path.with_suffix(".caffemodel").is_file():
+        # The run folder was moved: the pair's caffemodel is beside it.
+        model = path.with_suffix(".caffemodel")
+        state.learned_net = str(model.resolve())
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(state.SerializeToString())
+    if not model.is_file():
+        return f"{path} names the weights {model}, which are missing"
+    weights = caffe_pb2.NetParameter()
+    try:
+        weights.ParseFromString(model.read_bytes())
+    except Exception as err:
+        return f"{model} (the weights of {path.name}) does not parse ({err})"
+    stored = {layer.name: [len(b.data) for b in layer.blobs] for layer in weights.layer}
+    for name, blobs in net.params.items():
+        if stored.get(name) != [blob.data.size for blob in blobs]:
+            return f"{model} (the weights of {path.name}) lacks layer {name!r} or holds other sizes"
+    return None
+
+
+def intact_snapshot(run_dir: Path, net: caffe.Net) -> tuple[int, Path] | None:
+    """The newest snapshot pair that can resume ``net``; damaged newer ones
+    (a kill while a snapshot was written before they were atomic, a copy
+    cut short) are named and set aside as ``*.damaged``."""
+    for iteration, path in reversed(snapshots(run_dir)):
+        problem = snapshot_problem(path, net)
+        if problem is None:
+            return iteration, path
+        LOG.warning("snapshot at iteration %d is damaged: %s; set aside as %s.damaged, resuming from the one "
+                    "before", iteration, problem, path.name)
+        path.rename(path.with_name(path.name + ".damaged"))
+    return None
 
 
 def validate(net: caffe.Net, batches: int) -> dict:
@@ -184,11 +243,11 @@ class Trainer:
     # --- state ---------------------------------------------------------------
 
     def _resume(self) -> bool:
-        found = snapshots(self.config.run_dir)
         state_path = self.config.run_dir / STATE_FILE
-        if not found:
+        found = intact_snapshot(self.config.run_dir, self.solver.net)
+        if found is None:
             return False
-        iteration, path = found[-1]
+        iteration, path = found
         self.solver.restore(str(path))
         if state_path.exists():
             self.state.update(json.loads(state_path.read_text()))
@@ -216,10 +275,29 @@ class Trainer:
             raise DiskFull(f"only {free / 2**30:.2f} GiB free in {self.config.run_dir}, a snapshot needs "
                            f"about {need / 2**30:.2f} GiB; free some space and rerun the same command: it resumes "
                            "from the latest snapshot")
-        self.solver.snapshot()
+        model = self._snapshot_pair()
         self._save_state()
         self._prune()
-        return self.config.run_dir / f"snapshot_iter_{self.solver.iter}.caffemodel"
+        return model
+
+    def _snapshot_pair(self) -> Path:
+        """Caffe's snapshot, moved into the run folder as a pair: the
+        caffemodel first, then the solverstate that names it (the pair
+        exists for a resume only once the solverstate is there)."""
+        incoming = self.config.run_dir / INCOMING
+        shutil.rmtree(incoming, ignore_errors=True)
+        incoming.mkdir(parents=True)
+        self.solver.snapshot()
+        name = f"snapshot_iter_{self.solver.iter}"
+        model = self.config.run_dir / f"{name}.caffemodel"
+        state = caffe_pb2.SolverState()
+        state.ParseFromString((incoming / f"{name}.solverstate").read_bytes())
+        state.learned_net = str(model.resolve())
+        os.replace(incoming / f"{name}.caffemodel", model)
+        with atomic_path(self.config.run_dir / f"{name}.solverstate") as tmp:
+            tmp.write_bytes(state.SerializeToString())
+        shutil.rmtree(incoming, ignore_errors=True)
+        return model
 
     def _prune(self) -> None:
         found = snapshots(self.config.run_dir)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconvnet.common.cli import quiet_caffe
+from deconvnet.common.cli import quiet_caffe, run_tool
 from deconvnet.common.machine import cpu_name
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.image_sets import ImageSource
@@ -137,4 +137,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "datasets"))

@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deconvnet.common.cli import PROTOTXT, ROOT
+from deconvnet.common.cli import PROTOTXT, ROOT, run_tool
 from deconvnet.common.machine import cpu_name
 from deconvnet.data.proposals import EdgeBoxParams, edge_boxes
 from deconvnet.data.synthetic import SyntheticSpec, render
@@ -412,4 +412,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "inference"))

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from deconvnet.common.cli import ROOT
+from deconvnet.common.cli import ROOT, run_tool
 from deconvnet.common.machine import cpu_name
 
 CAFFE = ROOT / ".venv" / "bin" / "caffe"
@@ -137,4 +137,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "network"))

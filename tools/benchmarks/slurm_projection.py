@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from deconvnet.common.cli import run_tool
 from deconvnet.common.machine import cpu_name
 from deconvnet.common.sharding import Shard
 from deconvnet.data.build_crops import BuildConfig, build
@@ -102,4 +103,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "slurm_projection"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deconvnet.common import cli  # noqa: F401  (quiets glog before Caffe loads)
+from deconvnet.common.cli import run_tool  # first: it quiets glog before Caffe loads
 from deconvnet.common.machine import cpu_name
 
 import caffe
@@ -114,4 +114,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main, "unpooling"))
