@@ -459,4 +459,4 @@ def test_folding_twice_names_the_net_folded_once(caffe, reduced, tmp_path):
         param = caffe_pb2.NetParameter()
         text_format.Merge(path.read_text(), param)
         names.append(param.name)
-    assert names[0] == names[1] and names[0].endswith("_folded") and "folded_folded" not in names[1]
+    assert names[0] == names[1] and names[0].endswith("folded") and "folded_folded" not in names[1]

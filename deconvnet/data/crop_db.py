@@ -240,22 +240,25 @@ class CropDBWriter:
         return self.path
 
 
-_READ_ENVS: dict[str, tuple[int, lmdb.Environment]] = {}
+_READ_ENVS: dict[str, tuple[int, tuple[int, int], lmdb.Environment]] = {}
 
 
 def _read_env(path: Path) -> lmdb.Environment:
     """One read-only environment per database and process: LMDB allows only
     one per process, and none may be used across fork(). A forked child
-    closes the one it inherited (only its own mapping goes) and opens its own."""
+    closes the one it inherited (only its own mapping goes) and opens its own;
+    a database rebuilt in the same place (another data.mdb) is opened anew."""
     key = str(path.resolve())
     pid = os.getpid()
+    stat = (path / "data.mdb").stat()
+    file_id = (stat.st_dev, stat.st_ino)
     if key in _READ_ENVS:
-        owner, env = _READ_ENVS[key]
-        if owner == pid:
+        owner, opened, env = _READ_ENVS[key]
+        if owner == pid and opened == file_id:
             return env
         env.close()
     env = lmdb.open(key, readonly=True, lock=False, readahead=False, max_readers=256)
-    _READ_ENVS[key] = (pid, env)
+    _READ_ENVS[key] = (pid, file_id, env)
     return env
 
 
