@@ -20,12 +20,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deconvnet.common import cli
-from deconvnet.common.machine import gpu_problem
+from deconvnet.common import cli, machine
 from deconvnet.common.sharding import Shard
 from deconvnet.data import proposals
 from deconvnet.data.voc import DatasetError, read_image
-from deconvnet.infer import memory, run_record
+from deconvnet.infer import memory
 
 from helpers import ROOT, synthetic_roots
 
@@ -235,6 +234,7 @@ CUDA_BUILD = ["/x/libcaffe.so.1.0.0", "/x/libcudart.so.13", "/x/libcublas.so.13"
 
 
 def test_gpu_problems_are_named():
+    gpu_problem = machine.gpu_problem
     assert "CPU-only build" in gpu_problem(0, ["/x/libcaffe.so.1.0.0", "/x/libopenblas.so.0"], loader(FakeCuda()))
     assert "no NVIDIA driver" in gpu_problem(0, CUDA_BUILD, loader(FakeCuda(), driver_present=False))
     old = gpu_problem(0, CUDA_BUILD, loader(FakeCuda(driver=12040)))
@@ -263,11 +263,18 @@ def test_tools_on_a_cpu_only_caffe_refuse_gpu_cleanly(caffe, tmp_path, tool, ext
 
 # --- 8 and 9: the run record of an inference folder ---------------------------------------------------------
 
+@pytest.fixture
+def run_record():
+    from deconvnet.infer import run_record
+
+    return run_record
+
+
 def items(n):
     return [(f"im{k}", Path(f"/data/im{k}.jpg")) for k in range(n)]
 
 
-def test_shards_of_another_list_are_refused(tmp_path):
+def test_shards_of_another_list_are_refused(tmp_path, run_record):
     settings = dict(crf=None, model="m")
     run_record.claim(tmp_path, settings, Shard(0, 2), items(12), overwrite=False)
     with pytest.raises(run_record.RunRecordError, match="another image list"):
@@ -280,7 +287,7 @@ def test_shards_of_another_list_are_refused(tmp_path):
                                     run=[0])
 
 
-def test_other_settings_are_refused(tmp_path):
+def test_other_settings_are_refused(tmp_path, run_record):
     run_record.claim(tmp_path, dict(crf=None, model="m"), Shard(0, 2), items(4), overwrite=False)
     with pytest.raises(run_record.RunRecordError, match=r"other settings than this run's \(crf differ\)"):
         run_record.claim(tmp_path, dict(crf=dict(iterations=10), model="m"), Shard(1, 2), items(4),
