@@ -231,6 +231,7 @@ def loader(fake, driver_present=True):
 
 
 CUDA_BUILD = ["/x/libcaffe.so.1.0.0", "/x/libcudart.so.13", "/x/libcublas.so.13"]
+WHEEL_BUILD = ["/w/caffe.libs/libcaffe-9f8e7d6c.so.1.0.0", "/w/caffe.libs/libcudart-1a2b3c4d.so.13"]
 
 
 def test_gpu_problems_are_named():
@@ -242,6 +243,7 @@ def test_gpu_problems_are_named():
     assert "no usable NVIDIA GPU" in gpu_problem(0, CUDA_BUILD, loader(FakeCuda(init=100)))
     assert "has 2 GPU(s)" in gpu_problem(2, CUDA_BUILD, loader(FakeCuda(count=2)))
     assert gpu_problem(1, CUDA_BUILD, loader(FakeCuda(count=2))) is None     # the negative case: all is well
+    assert gpu_problem(0, WHEEL_BUILD, loader(FakeCuda())) is None
     assert isinstance(ctypes.c_int(0).value, int)
 
 

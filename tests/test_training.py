@@ -326,6 +326,8 @@ def test_sigkill_loop_during_snapshots_always_resumes(tiny, tmp_path):
         state = caffe_pb2.SolverState()
         state.ParseFromString(path.read_bytes())
         assert Path(state.learned_net) == path.with_suffix(".caffemodel").resolve()
+    for model in stage.glob("snapshot_iter_*.caffemodel"):   # and no half pair is left
+        assert model.with_suffix(".solverstate").exists(), model
     assert (stage / "snapshot_iter_420.caffemodel").exists() and not (stage / ".incoming").exists()
 
 

@@ -46,8 +46,9 @@ def gpu_problem(gpu: int, libraries: list[str], load: Callable[[str], object] = 
     CUDA library among them), no driver, a driver older than the CUDA
     runtime, no device, or no device of that number. Checked before Caffe
     is asked, since Caffe aborts the process on each of these."""
-    runtime = next((path for path in libraries if "libcudart.so" in Path(path).name), None)
-    if runtime is None and not any("libcublas" in Path(path).name for path in libraries):
+    # Wheels carry the CUDA libraries renamed (auditwheel: libcudart-1a2b3c4d.so.13).
+    runtime = next((path for path in libraries if Path(path).name.startswith("libcudart")), None)
+    if runtime is None and not any(Path(path).name.startswith("libcublas") for path in libraries):
         return ("this Caffe is a CPU-only build; leave out --gpu to run on the CPU, or set up the CUDA build "
                 "(scripts/setup.sh --use-cuda)")
     try:

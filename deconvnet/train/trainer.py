@@ -12,9 +12,11 @@ Snapshots appear whole or not at all, as a pair: Caffe writes them into
 ``<run>/.incoming/`` (it writes in place), then the caffemodel is renamed
 into the run folder and the solverstate, pointed at it, is written there
 atomically, last. A resume checks the newest pair against the net and
-falls back to the previous one, by name, when it is damaged. The plateau rule changes the solver's base rate in place
-(``lr_policy: fixed``), so the momentum history is untouched, and the
-solverstate keeps it across a re-created solver on resume.
+falls back to the previous one, by name, when it is damaged.
+
+The plateau rule changes the solver's base rate in place (``lr_policy:
+fixed``), so the momentum history is untouched, and the solverstate keeps
+it across a re-created solver on resume.
 """
 from __future__ import annotations
 
@@ -308,6 +310,10 @@ class Trainer:
                 continue
             state.unlink(missing_ok=True)
             state.with_suffix(".caffemodel").unlink(missing_ok=True)
+        # A caffemodel without its solverstate is half a pair (a kill between the two moves).
+        for model in self.config.run_dir.glob("snapshot_iter_*.caffemodel"):
+            if not model.with_suffix(".solverstate").exists():
+                model.unlink(missing_ok=True)
 
     def _mark_best(self, model: Path) -> None:
         with atomic_path(self.config.run_dir / "best.caffemodel") as tmp:
