@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]
     solvers = {stage: args.solver1 if stage == 1 else args.solver2 for stage in stages}
+    recipe_typed = "recipe" in given_flags(parser, argv)
     for solver in solvers.values():  # both checked before hours of stage 1
         iter_size = max(read_solver(solver).iter_size, 1)
-        if "recipe" in given_flags(parser, argv) and iter_size != recipe.iter_size:
+        if recipe_typed and iter_size != recipe.iter_size:
             logging.error("train: --recipe %s makes the mini-batch of 64 from %d examples a pass x iter_size %d, "
                           "but %s has iter_size %d (and its net its own batch): the recipe's batch would not be "
                           "applied. Write its solvers and nets with tools/make_prototxt.py --recipe %s and pass "

@@ -243,15 +243,19 @@ class CropDBWriter:
 _READ_ENVS: dict[str, tuple[int, tuple[int, int], lmdb.Environment]] = {}
 
 
-def _read_env(path: Path) -> lmdb.Environment:
+def _file_id(path: Path) -> tuple[int, int]:
+    stat = (path / "data.mdb").stat()
+    return stat.st_dev, stat.st_ino
+
+
+def _read_env(path: Path, file_id: tuple[int, int]) -> lmdb.Environment:
     """One read-only environment per database and process: LMDB allows only
     one per process, and none may be used across fork(). A forked child
     closes the one it inherited (only its own mapping goes) and opens its own;
-    a database rebuilt in the same place (another data.mdb) is opened anew."""
+    a database rebuilt in the same place (``file_id``, data.mdb's device and
+    inode when it was opened, differs) is opened anew."""
     key = str(path.resolve())
     pid = os.getpid()
-    stat = (path / "data.mdb").stat()
-    file_id = (stat.st_dev, stat.st_ino)
     if key in _READ_ENVS:
         owner, opened, env = _READ_ENVS[key]
         if owner == pid and opened == file_id:
@@ -275,6 +279,7 @@ class CropDB:
                                   "build it with data_prep/build_dataset.py")
         self.manifest = json.loads((self.path / "manifest.json").read_text())
         self.index = np.load(self.path / "index.npy")
+        self._file_id = _file_id(self.path)  # once: env is used for every record read
         self._check_length()
         self._noted_unverified = False
 
@@ -290,7 +295,7 @@ class CropDB:
 
     @property
     def env(self) -> lmdb.Environment:
-        return _read_env(self.path)
+        return _read_env(self.path, self._file_id)
 
     @property
     def num_records(self) -> int:
