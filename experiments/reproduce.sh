@@ -15,6 +15,14 @@
 #                     (its text taken literally); docs/REPRODUCE.md, "Paper and release"
 #   --lr-policy P     override the recipe's: step (the authors' solvers) or plateau
 #   --test-images D   VOC 2012 test JPEGImages folder: step 9 writes the submission
+#   --rehearsal DIR   the guide on stand-in inputs, on the CPU: tools/rehearsal_inputs.py
+#                     writes them under DIR (the archives of step 1 packed as the real
+#                     ones and unpacked by its code; random full-size VGG16 and 2014
+#                     FCN-8s), then steps 2 to 9 run with DIR's data/, models/,
+#                     prototxt/, runs/ and output/, the full network, and these
+#                     overrides, each logged: batch 1 and iter_size 1, max_iter 2
+#                     per stage, 2 BatchNorm batches, --top-k 3 on 2 val and
+#                     2 test images, no --gpu
 #
 # Steps, numbered as in docs/REPRODUCE.md: 1 download, 2 crop datasets and
 # proposal recall, 3 initial weights, 4 training (stage 1 then 2), 5
@@ -25,7 +33,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-dry=0 from=1 to=9 gpu=0 workers=8 recipe=release policy="" test_images=""
+dry=0 from=1 to=9 gpu=0 workers=8 recipe=release policy="" test_images="" rehearsal=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=1 ;;
@@ -36,6 +44,7 @@ while [ $# -gt 0 ]; do
     --recipe) recipe="$2"; shift ;;
     --lr-policy) policy="$2"; shift ;;
     --test-images) test_images="$2"; shift ;;
+    --rehearsal) rehearsal="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'  | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "reproduce: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -43,25 +52,47 @@ while [ $# -gt 0 ]; do
 done
 
 PY=${PYTHON:-$ROOT/.venv/bin/python}
-[ "$dry" = 1 ] || [ -x "$PY" ] || { echo "reproduce: no $PY; run bash scripts/setup.sh --use-cuda first" >&2; exit 1; }
-log=runs/reproduce/$(date +%Y%m%d-%H%M%S).log
-[ "$dry" = 1 ] || { mkdir -p "$(dirname "$log")"; echo "reproduce: logging to $log" >&2; }
+[ "$dry" = 1 ] || [ -x "$PY" ] || { echo "reproduce: no $PY; run bash scripts/setup.sh first" >&2; exit 1; }
+case "$recipe" in release|paper) ;; *) echo "reproduce: --recipe must be release or paper, not '$recipe'" >&2; exit 2 ;; esac
 
-VOC=data/VOCdevkit/VOC2012
-SBD=data/benchmark_RELEASE/dataset
-MODEL=models/deconvnet.caffemodel
-# Inference runs the folded model of step 5: the same labels, 1.5x faster, and
-# all 50 proposals in one batch (docs/BENCHMARKS.md, "Inference").
-FOLDED=models/deconvnet_folded.caffemodel
-DEPLOY=prototxt/deconvnet_deploy_folded.prototxt
-FCN=models/fcn-8s-pascal.caffemodel
-case "$recipe" in
-  release) SOLVERS=prototxt ;;
-  paper) SOLVERS=prototxt/paper ;;  # batch 64 per pass: written in step 4
-  *) echo "reproduce: --recipe must be release or paper, not '$recipe'" >&2; exit 2 ;;
-esac
+# Where each step reads and writes, relative to the repository root; a
+# rehearsal moves them all under its folder.
+DATA=data MODELS=models RUNS=runs OUTPUT=output PROTO=prototxt
+STAGE2_ITERS=40000                # stage 2's max_iter in prototxt/stage2_solver.prototxt
+GPU=(--gpu "$gpu")
+RECIPE=()                         # the release recipe is every tool's default
+[ "$recipe" = release ] || RECIPE=(--recipe "$recipe")
 POLICY=()
 [ -z "$policy" ] || POLICY=(--lr-policy "$policy")
+# Rehearsal overrides, appended to the guide's commands (a later flag wins).
+PROTO_OVR=() TRAIN_OVR=() STATS_OVR=() INFER_OVR=() EVAL_OVR=()
+if [ -n "$rehearsal" ]; then
+  R=$(realpath -m "$rehearsal")
+  [ "$from" -gt 1 ] || from=2     # step 1's archives are the stand-in's
+  DATA=$R/data MODELS=$R/models RUNS=$R/runs OUTPUT=$R/output PROTO=$R/prototxt
+  STAGE2_ITERS=2 GPU=() workers=2
+  [ -n "$test_images" ] || test_images=$DATA/VOC2012_test/JPEGImages
+  PROTO_OVR=(--out "$PROTO" --root "$R" --batch-per-pass 1 --iter-size 1)
+  TRAIN_OVR=(--max-iter "$STAGE2_ITERS")
+  STATS_OVR=(--batches 2)
+  INFER_OVR=(--top-k 3 --list "$R/rehearsal_val.txt")
+  EVAL_OVR=(--list "$R/rehearsal_val.txt")
+fi
+SOLVERS=$PROTO
+[ "$recipe" = release ] || SOLVERS=$PROTO/$recipe   # batch 64 per pass: written in step 4
+[ -z "$rehearsal" ] || SOLVERS=$PROTO            # the rehearsal writes its solvers there
+
+VOC=$DATA/VOCdevkit/VOC2012
+SBD=$DATA/benchmark_RELEASE/dataset
+MODEL=$MODELS/deconvnet.caffemodel
+# Inference runs the folded pair that step 5 writes: the same labels, 1.5x
+# faster, and all 50 proposals in one batch (docs/BENCHMARKS.md, "Inference").
+FOLDED=$MODELS/deconvnet_folded.caffemodel
+DEPLOY=$MODELS/deconvnet_deploy_folded.prototxt
+FCN=$MODELS/fcn-8s-pascal.caffemodel
+
+log=$RUNS/reproduce/$(date +%Y%m%d-%H%M%S).log
+[ "$dry" = 1 ] || { mkdir -p "$(dirname "$log")"; echo "reproduce: logging to $log" >&2; }
 
 note() { if [ "$dry" = 1 ]; then echo "$*"; else echo "$(date '+%F %T') $*" | tee -a "$log" >&2; fi; }
 run() {
@@ -74,59 +105,71 @@ step() {  # step N TITLE: true when step N is in --from..--to
   note "== step $1: $2"
 }
 
+if [ -n "$rehearsal" ]; then
+  note "rehearsal in $R: stand-in inputs, the full network on the CPU, and these overrides:"
+  note "  step 4: tools/make_prototxt.py ${PROTO_OVR[*]} (batch 1, iter_size 1); tools/train.py ${TRAIN_OVR[*]}"
+  note "  step 5: tools/bn_stats.py ${STATS_OVR[*]}, stage 2's snapshot_iter_$STAGE2_ITERS"
+  note "  step 7: tools/infer.py ${INFER_OVR[*]}; step 8: tools/eval_voc.py ${EVAL_OVR[*]}; step 9: --top-k 3"
+  note "  every step: no --gpu; dataset workers $workers"
+  run "$PY" tools/rehearsal_inputs.py "$R"
+fi
 if step 1 "download and verify VOC 2012, SBD, VGG16, the 2014 FCN-8s and the structured-edge model"; then
   run "$PY" tools/download.py voc2012 sbd vgg16 fcn8s-pascal-2014 sed-model --extract
 fi
 if step 2 "stage-1 and stage-2 crop datasets, and the proposals' recall"; then
   for stage in 1 2; do
-    run "$PY" data_prep/build_dataset.py --stage "$stage" --voc "$VOC" --sbd "$SBD" --recipe "$recipe" \
-      --out "data/lmdb/stage${stage}_train" --workers "$workers"
+    run "$PY" data_prep/build_dataset.py --stage "$stage" --voc "$VOC" --sbd "$SBD" "${RECIPE[@]}" \
+      --out "$DATA/lmdb/stage${stage}_train" --workers "$workers"
     run "$PY" data_prep/build_dataset.py --stage "$stage" --voc "$VOC" --image-set voc:val --no-balance \
-      --recipe "$recipe" --out "data/lmdb/stage${stage}_test" --workers "$workers"
+      "${RECIPE[@]}" --out "$DATA/lmdb/stage${stage}_test" --workers "$workers"
   done
-  run "$PY" data_prep/dataset_stats.py data/lmdb/stage2_train --plot runs/stage2_hist.png --sheet runs/stage2_sheet.png
-  run "$PY" tools/proposal_recall.py --voc "$VOC" --split val --recipe "$recipe" --json runs/proposal_recall.json
+  run "$PY" data_prep/dataset_stats.py "$DATA/lmdb/stage2_train" --plot "$RUNS/stage2_hist.png" \
+    --sheet "$RUNS/stage2_sheet.png"
+  run "$PY" tools/proposal_recall.py --voc "$VOC" --split val "${RECIPE[@]}" --json "$RUNS/proposal_recall.json"
 fi
 if step 3 "initial weights from VGG16"; then
-  run "$PY" tools/init_weights.py deconvnet
+  run "$PY" tools/init_weights.py deconvnet --vgg-model "$MODELS/VGG_ILSVRC_16_layers.caffemodel" \
+    --out "$MODELS/deconvnet_init_vgg16.caffemodel"
 fi
 if step 4 "training, stage 1 then stage 2"; then
-  [ "$recipe" = release ] || run "$PY" tools/make_prototxt.py --recipe "$recipe"
-  run "$PY" tools/train.py --stage both --weights models/deconvnet_init_vgg16.caffemodel --gpu "$gpu" \
-    --recipe "$recipe" "${POLICY[@]}" --solver1 "$SOLVERS/stage1_solver.prototxt" \
-    --solver2 "$SOLVERS/stage2_solver.prototxt" --run-dir runs/train
-  run "$PY" tools/plot_training.py runs/train/stage1/log.jsonl runs/train/stage2/log.jsonl --out runs/plots
+  if [ "$recipe" != release ] || [ -n "$rehearsal" ]; then
+    run "$PY" tools/make_prototxt.py "${RECIPE[@]}" "${PROTO_OVR[@]}"
+  fi
+  run "$PY" tools/train.py --stage both --weights "$MODELS/deconvnet_init_vgg16.caffemodel" "${GPU[@]}" \
+    "${RECIPE[@]}" "${POLICY[@]}" --solver1 "$SOLVERS/stage1_solver.prototxt" \
+    --solver2 "$SOLVERS/stage2_solver.prototxt" --run-dir "$RUNS/train" "${TRAIN_OVR[@]}"
+  run "$PY" tools/plot_training.py "$RUNS/train/stage1/log.jsonl" "$RUNS/train/stage2/log.jsonl" --out "$RUNS/plots"
 fi
 if step 5 "BatchNorm statistics over 500 training batches, then folded into the convolutions"; then
-  run "$PY" tools/bn_stats.py --model prototxt/deconvnet_stage2_train.prototxt \
-    --weights runs/train/stage2/snapshot_iter_40000.caffemodel --batches 500 --gpu "$gpu" --out "$MODEL"
-  run "$PY" tools/fold_bn.py --weights "$MODEL" --out-model models/deconvnet_deploy_folded.prototxt \
-    --out-weights "$FOLDED"
+  run "$PY" tools/bn_stats.py --model "$SOLVERS/deconvnet_stage2_train.prototxt" \
+    --weights "$RUNS/train/stage2/snapshot_iter_$STAGE2_ITERS.caffemodel" --batches 500 "${GPU[@]}" \
+    --out "$MODEL" "${STATS_OVR[@]}"
+  run "$PY" tools/fold_bn.py --weights "$MODEL" --out-model "$DEPLOY" --out-weights "$FOLDED"
 fi
 if step 6 "FCN-8s"; then
   note "the 2014 FCN-8s PASCAL model from step 1 is used as it is (docs/REPRODUCE.md, step 6)"
 fi
 if step 7 "inference on VOC 2012 val: DeconvNet, + CRF, EDeconvNet + CRF"; then
-  run "$PY" tools/infer.py --voc-root "$VOC" --split val --model "$DEPLOY" --weights "$FOLDED" --gpu "$gpu" --recipe "$recipe" \
-    --out output/val_deconvnet
-  run "$PY" tools/infer.py --voc-root "$VOC" --split val --model "$DEPLOY" --weights "$FOLDED" --gpu "$gpu" --recipe "$recipe" \
-    --crf --out output/val_deconvnet_crf
-  run "$PY" tools/infer.py --voc-root "$VOC" --split val --model "$DEPLOY" --weights "$FOLDED" --gpu "$gpu" --recipe "$recipe" \
-    --crf --fcn-weights "$FCN" --out output/val_edeconvnet_crf
+  run "$PY" tools/infer.py --voc-root "$VOC" --split val --model "$DEPLOY" --weights "$FOLDED" "${GPU[@]}" \
+    "${RECIPE[@]}" --out "$OUTPUT/val_deconvnet" "${INFER_OVR[@]}"
+  run "$PY" tools/infer.py --voc-root "$VOC" --split val --model "$DEPLOY" --weights "$FOLDED" "${GPU[@]}" \
+    "${RECIPE[@]}" --crf --out "$OUTPUT/val_deconvnet_crf" "${INFER_OVR[@]}"
+  run "$PY" tools/infer.py --voc-root "$VOC" --split val --model "$DEPLOY" --weights "$FOLDED" "${GPU[@]}" \
+    "${RECIPE[@]}" --crf --fcn-weights "$FCN" --out "$OUTPUT/val_edeconvnet_crf" "${INFER_OVR[@]}"
 fi
 if step 8 "scores on VOC 2012 val"; then
   for run_name in deconvnet deconvnet_crf edeconvnet_crf; do
-    run "$PY" tools/eval_voc.py --gt-dir "$VOC/SegmentationClass" --pred-dir "output/val_$run_name/labels" \
+    run "$PY" tools/eval_voc.py --gt-dir "$VOC/SegmentationClass" --pred-dir "$OUTPUT/val_$run_name/labels" \
       --list "$VOC/ImageSets/Segmentation/val.txt" --name "$run_name" --compare-paper \
-      --json "output/val_$run_name/scores.json"
+      --json "$OUTPUT/val_$run_name/scores.json" "${EVAL_OVR[@]}"
   done
 fi
 if step 9 "VOC 2012 test-server submission"; then
   if [ -z "$test_images" ]; then
     note "no --test-images: skipped (the test images come from the evaluation server)"
   else
-    run "$PY" tools/infer.py "$test_images" --model "$DEPLOY" --weights "$FOLDED" --gpu "$gpu" --recipe "$recipe" --crf \
-      --fcn-weights "$FCN" --voc-submission --out output/test
+    run "$PY" tools/infer.py "$test_images" --model "$DEPLOY" --weights "$FOLDED" "${GPU[@]}" "${RECIPE[@]}" --crf \
+      --fcn-weights "$FCN" --voc-submission --out "$OUTPUT/test" "${INFER_OVR[@]:0:2}"
   fi
 fi
 note "done: steps $from to $to"

@@ -21,7 +21,7 @@ from google.protobuf import text_format
 
 from deconvnet.common.cli import PROTOTXT, positive_int, run_tool, setup_logging
 from deconvnet.common.machine import use_device
-from deconvnet.data.layer_params import SegDataParams
+from deconvnet.data.layer_params import SEG_DATA_MODULE, SegDataParams
 from deconvnet.net.bn_stats import write_statistics
 from deconvnet.net.fold_bn import FoldError, fold
 from deconvnet.net.weights import WeightsMismatch
@@ -34,7 +34,7 @@ def with_source(model: Path, source: Path, folder: Path) -> Path:
     net = caffe_pb2.NetParameter()
     text_format.Merge(model.read_text(), net)
     for layer in net.layer:
-        if layer.type == "Python" and layer.python_param.module == "python_layers.seg_data":
+        if layer.type == "Python" and layer.python_param.module == SEG_DATA_MODULE:
             params = SegDataParams.from_param_str(layer.python_param.param_str)
             layer.python_param.param_str = replace(params, source=str(source.resolve())).to_param_str()
     path = folder / model.name

@@ -75,6 +75,10 @@ class _JSONParams:
         pass
 
 
+# The Python module that holds SegDataLayer, as nets name it.
+SEG_DATA_MODULE = "python_layers.seg_data"
+
+
 @dataclass(frozen=True)
 class SegDataParams(_JSONParams):
     """What SegDataLayer reads, and how."""

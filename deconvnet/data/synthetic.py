@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import scipy.io
+import scipy.sparse
 from PIL import Image
 
 from deconvnet.common.constants import VOID
@@ -49,6 +50,15 @@ class SyntheticSpec:
     val_fraction: float = 0.25   # of the VOC images
     voc_fraction: float = 0.75   # images with VOC annotations (the rest: SBD only)
     sbd_start: float = 0.4       # SBD covers images from here on (overlapping VOC)
+    # (width, height) of image i is sizes[i % len(sizes)]; empty: random sides
+    # in [min_side, max_side].
+    sizes: tuple[tuple[int, int], ...] = ()
+    # Image ids: "synthetic" (2011_000000, 2011_000001, ...) or "voc" (VOC's
+    # pattern over several years and sparse numbers, such as 2008_000123).
+    ids: str = "synthetic"
+    # SBD's boundary cells (a sparse map per class, and per instance) as the
+    # real .mat files have them; off, an empty field (faster).
+    sbd_boundaries: bool = False
 
 
 def _texture(kind: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
@@ -114,6 +124,8 @@ def render(index: int, spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray, np.
     rng = np.random.default_rng([spec.seed, index])
     h = int(rng.integers(spec.min_side, spec.max_side + 1))
     w = int(rng.integers(spec.min_side, spec.max_side + 1))
+    if spec.sizes:
+        w, h = spec.sizes[index % len(spec.sizes)]
     image = _background(h, w, rng)
     objects = np.zeros((h, w), np.uint8)
     classes = []
@@ -144,8 +156,21 @@ def void_band(objects: np.ndarray, width: int = VOID_BAND) -> np.ndarray:
     return band
 
 
-def image_id(index: int) -> str:
+def image_id(index: int, ids: str = "synthetic") -> str:
+    if ids == "voc":
+        return f"{2007 + index % 5}_{123 + 211 * index:06d}"
     return f"2011_{index:06d}"
+
+
+def _boundaries(label_map: np.ndarray, values: range | list[int]) -> np.ndarray:
+    """A column cell array of sparse boundary maps, one per value, as in
+    SBD's ``Boundaries`` fields."""
+    cells = np.empty((len(values), 1), dtype=object)
+    for row, value in enumerate(values):
+        mask = (label_map == value).astype(np.uint8)
+        edge = mask - cv2.erode(mask, np.ones((3, 3), np.uint8)) if mask.any() else mask
+        cells[row, 0] = scipy.sparse.csc_matrix(edge.astype(bool))
+    return cells
 
 
 def write_dataset(root: Path, spec: SyntheticSpec = SyntheticSpec()) -> dict[str, list[str]]:
@@ -160,7 +185,7 @@ def write_dataset(root: Path, spec: SyntheticSpec = SyntheticSpec()) -> dict[str
     first_sbd = int(round(spec.num_images * spec.sbd_start))
     splits: dict[str, list[str]] = {"voc_train": [], "voc_val": [], "sbd_train": [], "sbd_val": []}
     for index in range(spec.num_images):
-        iid = image_id(index)
+        iid = image_id(index, spec.ids)
         image, cls_map, obj_map, class_of = render(index, spec)
         if index < n_voc:
             band = void_band(obj_map)
@@ -171,19 +196,22 @@ def write_dataset(root: Path, spec: SyntheticSpec = SyntheticSpec()) -> dict[str
         if index >= first_sbd:
             Image.fromarray(image[:, :, ::-1]).save(sbd / "img" / f"{iid}.jpg", quality=95)
             n_obj = int(obj_map.max())
+            empty = np.empty((0,))
             scipy.io.savemat(sbd / "cls" / f"{iid}.mat", {"GTcls": {
-                "Segmentation": cls_map, "Boundaries": np.empty((0,)),
+                "Segmentation": cls_map,
+                "Boundaries": _boundaries(cls_map, range(1, 21)) if spec.sbd_boundaries else empty,
                 "CategoriesPresent": np.unique(cls_map[cls_map > 0])}})
             scipy.io.savemat(sbd / "inst" / f"{iid}.mat", {"GTinst": {
-                "Segmentation": obj_map, "Boundaries": np.empty((0,)),
+                "Segmentation": obj_map,
+                "Boundaries": _boundaries(obj_map, range(1, n_obj + 1)) if spec.sbd_boundaries else empty,
                 "Categories": class_of[1:n_obj + 1].astype(np.uint8)}})
             splits["sbd_val" if index % 5 == 0 else "sbd_train"].append(iid)
     seg = voc / "ImageSets" / "Segmentation"
-    (seg / "train.txt").write_text("".join(f"{i}\n" for i in splits["voc_train"]))
-    (seg / "val.txt").write_text("".join(f"{i}\n" for i in splits["voc_val"]))
-    (seg / "trainval.txt").write_text("".join(f"{i}\n" for i in splits["voc_train"] + splits["voc_val"]))
-    (sbd / "train.txt").write_text("".join(f"{i}\n" for i in splits["sbd_train"]))
-    (sbd / "val.txt").write_text("".join(f"{i}\n" for i in splits["sbd_val"]))
+    lists = {seg / "train.txt": splits["voc_train"], seg / "val.txt": splits["voc_val"],
+             seg / "trainval.txt": splits["voc_train"] + splits["voc_val"],
+             sbd / "train.txt": splits["sbd_train"], sbd / "val.txt": splits["sbd_val"]}
+    for path, ids in lists.items():  # sorted, as VOC's and SBD's lists are
+        path.write_text("".join(f"{i}\n" for i in sorted(ids)))
     LOG.info("wrote %d synthetic images under %s (VOC %d, SBD %d)", spec.num_images, root, n_voc,
              spec.num_images - first_sbd)
     return splits

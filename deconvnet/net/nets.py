@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from deconvnet.common.constants import NUM_CLASSES, VOID
-from deconvnet.data.layer_params import FCNDataParams, SegDataParams
+from deconvnet.data.layer_params import SEG_DATA_MODULE, FCNDataParams, SegDataParams
 from deconvnet.net.architecture import DECODER_BLOCKS, FC_WIDTH, FCN_DEPLOY_SIZE, VGG_BLOCKS, Size
 
 import caffe
@@ -118,7 +118,7 @@ def _deconvnet_body(n: caffe.NetSpec, size: Size, global_stats: bool | None) -> 
 
 def _seg_data_layer(n: caffe.NetSpec, params: SegDataParams) -> None:
     n.data, n.label = L.Python(ntop=2, python_param=dict(
-        module="python_layers.seg_data", layer="SegDataLayer", param_str=params.to_param_str()))
+        module=SEG_DATA_MODULE, layer="SegDataLayer", param_str=params.to_param_str()))
 
 
 def seg_data_net(params: SegDataParams) -> caffe.proto.caffe_pb2.NetParameter:

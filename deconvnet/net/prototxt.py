@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from deconvnet.common.atomic import atomic_path
@@ -30,9 +30,10 @@ class Paths:
     runs: str
 
     @classmethod
-    def seen_from(cls, folder: Path) -> Paths:
+    def seen_from(cls, folder: Path, root: Path = ROOT) -> Paths:
+        """The data/ and runs/ of ``root`` (default: the repository's)."""
         def rel(*parts: str) -> str:
-            return os.path.relpath(ROOT.joinpath(*parts), Path(folder).resolve())
+            return os.path.relpath(Path(root).resolve().joinpath(*parts), Path(folder).resolve())
         return cls(rel("data", "lmdb"), rel("data", "VOCdevkit", "VOC2012"),
                    rel("data", "benchmark_RELEASE", "dataset"), rel("runs"))
 
@@ -44,13 +45,17 @@ def _text(message, module: str, name: str | None = None, note: str = "") -> str:
     return HEADER.format(module=module) + note + body.rstrip("\n") + "\n"
 
 
-def generate_stages(recipe: Recipe = RELEASE, paths: Paths | None = None) -> dict[str, str]:
+def generate_stages(recipe: Recipe = RELEASE, paths: Paths | None = None,
+                    iter_size: int | None = None) -> dict[str, str]:
     """The two stages' train/test nets and solvers under a recipe (its batch
-    per pass, iter_size and weight decay)."""
+    per pass, iter_size and weight decay); ``iter_size`` replaces the one
+    that makes 64 (a smaller mini-batch, for rehearsals)."""
     paths = paths or Paths.seen_from(PROTOTXT)
     files: dict[str, str] = {}
     for stage in (1, 2):
         schedule = solvers.stage_schedule(stage, recipe)
+        if iter_size is not None:
+            schedule = replace(schedule, iter_size=iter_size, weight_decay=recipe.solver_weight_decay(iter_size))
         for split, train in (("train", True), ("test", False)):
             net = nets.deconvnet_train_test(train, f"{paths.lmdb}/stage{stage}_{split}",
                                             schedule.batch_size if train else solvers.STAGE1.batch_size)

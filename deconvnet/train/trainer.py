@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from google.protobuf import text_format
 from tqdm import tqdm
 
 from deconvnet.common.atomic import atomic_path
@@ -39,6 +40,7 @@ from deconvnet.common.cli import option
 from deconvnet.common.constants import NUM_CLASSES
 from deconvnet.common.machine import use_device
 from deconvnet.common.recipes import solver_weight_decay
+from deconvnet.data.layer_params import SEG_DATA_MODULE, SegDataParams
 from deconvnet.eval.scoring import confusion, scores
 from deconvnet.net.weights import check_weights
 from deconvnet.train.solver_check import check_solver
@@ -104,6 +106,22 @@ def read_solver(path: Path) -> caffe_pb2.SolverParameter:
     return check_solver(path)
 
 
+def net_with_absolute_sources(net_file: Path, out: Path) -> Path:
+    """A copy of a train or test net whose data layers' relative ``source``
+    is made absolute from the net file's folder: the solvers are written to
+    be run from their folder (plain ``caffe train``), this tool from
+    anywhere."""
+    net = caffe_pb2.NetParameter()
+    text_format.Merge(net_file.read_text(), net)
+    for layer in net.layer:
+        if layer.type == "Python" and layer.python_param.module == SEG_DATA_MODULE:
+            params = SegDataParams.from_param_str(layer.python_param.param_str)
+            source = (net_file.resolve().parent / params.source).resolve()
+            layer.python_param.param_str = replace(params, source=str(source)).to_param_str()
+    out.write_text(str(net))
+    return out
+
+
 def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter]:
     """The stage's solver, rewritten into the run folder: absolute net paths,
     snapshots into the run folder, validation and snapshots driven by us."""
@@ -111,10 +129,15 @@ def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter
     folder = config.solver.resolve().parent
     param = caffe_pb2.SolverParameter()
     param.CopyFrom(base)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def local_copy(name: str) -> str:
+        net_file = (folder / name).resolve()
+        return str(net_with_absolute_sources(net_file, config.run_dir / net_file.name).resolve())
     for field in ("train_net", "net"):
         if param.HasField(field):
-            setattr(param, field, str((folder / getattr(param, field)).resolve()))
-    nets = [str((folder / n).resolve()) for n in param.test_net]
+            setattr(param, field, local_copy(getattr(param, field)))
+    nets = [local_copy(n) for n in param.test_net]
     del param.test_net[:]
     param.test_net.extend(nets)
     if param.test_net:
