@@ -20,7 +20,7 @@
 #                     ones and unpacked by its code; random full-size VGG16 and 2014
 #                     FCN-8s), then steps 2 to 9 run with DIR's data/, models/,
 #                     prototxt/, runs/ and output/, the full network, and these
-#                     overrides, each logged: batch 1 and iter_size 1, max_iter 2
+#                     overrides, each logged: batch 2 and iter_size 1, max_iter 2
 #                     per stage, 2 BatchNorm batches, --top-k 3 on 2 val and
 #                     2 test images, no --gpu
 #
@@ -72,7 +72,7 @@ if [ -n "$rehearsal" ]; then
   DATA=$R/data MODELS=$R/models RUNS=$R/runs OUTPUT=$R/output PROTO=$R/prototxt
   STAGE2_ITERS=2 GPU=() workers=2
   [ -n "$test_images" ] || test_images=$DATA/VOC2012_test/JPEGImages
-  PROTO_OVR=(--out "$PROTO" --root "$R" --batch-per-pass 1 --iter-size 1)
+  PROTO_OVR=(--out "$PROTO" --root "$R" --batch-per-pass 2 --iter-size 1)
   TRAIN_OVR=(--max-iter "$STAGE2_ITERS")
   STATS_OVR=(--batches 2)
   INFER_OVR=(--top-k 3 --list "$R/rehearsal_val.txt")
@@ -107,7 +107,7 @@ step() {  # step N TITLE: true when step N is in --from..--to
 
 if [ -n "$rehearsal" ]; then
   note "rehearsal in $R: stand-in inputs, the full network on the CPU, and these overrides:"
-  note "  step 4: tools/make_prototxt.py ${PROTO_OVR[*]} (batch 1, iter_size 1); tools/train.py ${TRAIN_OVR[*]}"
+  note "  step 4: tools/make_prototxt.py ${PROTO_OVR[*]} (batch 2: BatchNorm on the 1x1 maps of fc6 and fc7 needs two examples; iter_size 1); tools/train.py ${TRAIN_OVR[*]}"
   note "  step 5: tools/bn_stats.py ${STATS_OVR[*]}, stage 2's snapshot_iter_$STAGE2_ITERS"
   note "  step 7: tools/infer.py ${INFER_OVR[*]}; step 8: tools/eval_voc.py ${EVAL_OVR[*]}; step 9: --top-k 3"
   note "  every step: no --gpu; dataset workers $workers"

@@ -78,8 +78,9 @@ echo "$CAFFE_CUDA_RUNTIME_WHEELS" > "$kit/CUDA_WHEELS"
 
 cp prototxt/benchmark_*.prototxt "$kit/prototxt/"
 # The modules the PyTorch side and the report import (stdlib and torch only).
-for module in __init__.py common/__init__.py common/constants.py net/__init__.py net/architecture.py \
-              net/torch_reference.py net/torch_benchmark.py net/gpu_kit_report.py; do
+for module in __init__.py common/__init__.py common/constants.py common/recipes.py net/__init__.py \
+              net/architecture.py net/torch_reference.py bench/__init__.py bench/torch_benchmark.py \
+              bench/gpu_kit_report.py; do
   mkdir -p "$(dirname "$kit/python/deconvnet/$module")"
   cp "deconvnet/$module" "$kit/python/deconvnet/$module"
 done

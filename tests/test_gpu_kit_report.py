@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deconvnet.net import gpu_kit_report
+from deconvnet.bench import gpu_kit_report
 
 TRAIN_LOG = """I1124 10:00:00.000 solver.cpp:218] Iteration 0 (-1.4013e-45 iter/s, 3.2s/1 iters), loss = 3.04
 I1124 10:00:01.000 solver.cpp:218] Iteration 2 (0.5 iter/s, 4s/2 iters), loss = 2.9

@@ -21,20 +21,45 @@ ALLOWED = {
     "eval": {"common", "data"},
     "train": {"common", "data", "net", "eval"},
     "infer": {"common", "data", "net"},
+    "bench": {"common", "net"},
 }
 ENTRY_POINTS = ("tools", "data_prep", "experiments", "tests")
 
 
-def imported_modules(path: Path) -> list[str]:
+def imported_modules(path: Path, package: str | None = None) -> list[str]:
+    """Absolute names of what ``path`` imports; relative imports are resolved
+    from ``package`` (default: the file's own, from its place under ROOT)."""
+    if package is None:
+        package = ".".join(path.relative_to(ROOT).parent.parts)
     names = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.append(node.module)
-            if node.module == "deconvnet":  # from deconvnet import data
-                names += [f"deconvnet.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            names.append(module)
+            if module in ("deconvnet", f"deconvnet.{module.split('.')[-1]}") or node.module is None:
+                names += [f"{module}.{alias.name}" for alias in node.names]  # from deconvnet import data
     return names
+
+
+def violations(package: str, path: Path, module_package: str | None = None) -> list[str]:
+    """The imports of ``path`` that deconvnet.<package> may not make."""
+    found = []
+    for module in imported_modules(path, module_package):
+        parts = module.split(".")
+        if parts[0] in ENTRY_POINTS:
+            found.append(f"{path} imports the entry point {module}")
+        elif parts[0] == "deconvnet" and len(parts) > 1 and parts[1] != package \
+                and parts[1] not in ALLOWED[package]:
+            found.append(f"{path} imports {module}: deconvnet.{package} may import only "
+                         f"{sorted(ALLOWED[package]) or 'nothing of ours'}")
+    return found
 
 
 def library_modules() -> list[tuple[str, Path]]:
@@ -55,22 +80,27 @@ def test_every_sub_package_is_known_and_documented():
 
 @pytest.mark.parametrize("package,path", library_modules(), ids=lambda v: str(v).split("deconvnet/")[-1])
 def test_imports_run_one_way(package, path):
-    for module in imported_modules(path):
-        parts = module.split(".")
-        assert parts[0] not in ENTRY_POINTS, f"{path} imports the entry point {module}"
-        if parts[0] == "deconvnet" and len(parts) > 1 and parts[1] != package:
-            assert parts[1] in ALLOWED[package], (
-                f"{path.relative_to(ROOT)} imports {module}: deconvnet.{package} may import only "
-                f"{sorted(ALLOWED[package]) or 'nothing of ours'}")
+    assert violations(package, path) == []
 
 
 def test_checker_catches_a_wrong_import(tmp_path):
-    """The check above can fail: a data module importing train is caught."""
-    bad = tmp_path / "bad.py"
-    bad.write_text("from deconvnet.train.trainer import Trainer\nimport tools.demo\n")
-    modules = imported_modules(bad)
-    assert "deconvnet.train.trainer" in modules and "tools.demo" in modules
-    assert "train" not in ALLOWED["data"]
+    """The check above can fail: a data module importing train, absolutely,
+    relatively or as a package, and an entry point, is caught."""
+    for line in ("from deconvnet.train.trainer import Trainer", "from ..train import trainer",
+                 "from ..train.trainer import Trainer", "from .. import train", "import tools.demo"):
+        bad = tmp_path / "bad.py"
+        bad.write_text(line + "\n")
+        assert violations("data", bad, "deconvnet.data"), line
+    good = tmp_path / "good.py"
+    good.write_text("from .voc import read_split\nfrom ..common import constants\n")
+    assert violations("data", good, "deconvnet.data") == []
+
+
+def test_each_sub_package_docstring_lists_its_modules():
+    for package in ALLOWED:
+        docstring = ast.get_docstring(ast.parse((LIBRARY / package / "__init__.py").read_text())) or ""
+        missing = [p.stem for p in (LIBRARY / package).glob("[!_]*.py") if f"``{p.stem}``" not in docstring]
+        assert missing == [], f"deconvnet/{package}/__init__.py does not list {missing}"
 
 
 def test_no_pointer_outside_the_repository():
@@ -99,10 +129,14 @@ ENTRY_SCRIPTS = sorted(p.relative_to(ROOT) for folder in ("tools", "tools/benchm
                        for p in (ROOT / folder).glob("*.py"))
 
 
-@pytest.mark.parametrize("script", ENTRY_SCRIPTS, ids=str)
+BENCH_MODULES = sorted(f"deconvnet.bench.{p.stem}" for p in (LIBRARY / "bench").glob("[!_]*.py"))
+
+
+@pytest.mark.parametrize("script", ENTRY_SCRIPTS + BENCH_MODULES, ids=str)
 def test_every_entry_point_answers_help(script):
     """Each tool imports what it needs from the new layout and documents itself."""
-    shown = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True,
+    command = ["-m", script] if str(script).startswith("deconvnet.") else [str(ROOT / script)]
+    shown = subprocess.run([sys.executable, *command, "--help"], capture_output=True, text=True,
                            timeout=120, cwd="/")
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert shown.stdout.startswith("usage:") and len(shown.stdout.splitlines()) > 3

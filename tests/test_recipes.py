@@ -166,3 +166,65 @@ def test_stage1_background_build_has_void_only_beyond_images(synthetic, tmp_path
         manifest = json.loads((tmp_path / rule / "manifest.json").read_text())
         assert manifest["params"]["stage1_void"] == rule
     assert void_rings > 0, "the synthetic data has no void inside crops: the check above proves nothing"
+
+
+def library_defaults() -> dict[str, object]:
+    """Every library default that a recipe field decides, by where it is."""
+    import inspect
+    from dataclasses import fields
+
+    from deconvnet.data.layer_params import SegDataParams
+    from deconvnet.infer.pipeline import Pipeline, ensemble
+    from deconvnet.net.solvers import STAGE1, STAGE2
+    from deconvnet.train.trainer import StageConfig
+
+    def default(function, name):
+        return inspect.signature(function).parameters[name].default
+
+    pipeline = {f.name: f.default for f in fields(Pipeline)}
+    stage = {f.name: f.default for f in fields(StageConfig)}
+    found = {
+        "Pipeline.min_box_side": ("min_box_side", pipeline["min_box_side"]),
+        "Pipeline.box_side_of": ("box_side_of", pipeline["box_side_of"]),
+        "Pipeline.ensemble": ("ensemble", pipeline["ensemble"]),
+        "ensemble(mode)": ("ensemble", default(ensemble, "mode")),
+        "select_boxes(min_side)": ("min_box_side", default(select_boxes, "min_side")),
+        "select_boxes(side_of)": ("box_side_of", default(select_boxes, "side_of")),
+        "StageConfig.lr_policy": ("lr_policy", stage["lr_policy"]),
+        "StageConfig.patience": ("patience", stage["patience"]),
+        "StageConfig.plateau_metric": ("plateau_metric", stage["plateau_metric"]),
+        "Schedule.batch_size (stage 1)": ("batch_per_pass", STAGE1.batch_size),
+        "Schedule.batch_size (stage 2)": ("batch_per_pass", STAGE2.batch_size),
+        "Schedule.iter_size": ("iter_size", STAGE1.iter_size),
+        "SegDataParams.batch_size": ("batch_per_pass", {f.name: f.default for f in fields(SegDataParams)}
+                                     ["batch_size"]),
+        "SegDataParams.for_phase(batch_size)": ("batch_per_pass", default(SegDataParams.for_phase, "batch_size")),
+    }
+    return found
+
+
+def disagreements(found: dict, recipe) -> list[str]:
+    return [f"{where}: {value!r}, {recipe.name} says {getattr(recipe, field)!r}"
+            for where, (field, value) in found.items() if value != getattr(recipe, field)]
+
+
+def test_library_defaults_are_the_release_recipe():
+    assert disagreements(library_defaults(), RELEASE) == []
+
+
+def test_a_default_that_is_the_papers_is_caught():
+    """The same check against the paper recipe finds the places that differ."""
+    found = disagreements(library_defaults(), PAPER)
+    assert any(line.startswith("Pipeline.ensemble") for line in found)
+    assert any(line.startswith("StageConfig.lr_policy") for line in found)
+
+
+def test_the_benchmark_solver_has_the_release_weight_decay():
+    from google.protobuf import text_format
+
+    from caffe.proto import caffe_pb2
+
+    solver = caffe_pb2.SolverParameter()
+    text_format.Merge((ROOT / "prototxt" / "benchmark_solver.prototxt").read_text(), solver)
+    assert solver.iter_size == 8
+    assert solver.weight_decay == pytest.approx(0.0005 / 8)  # the released update under this Caffe

@@ -76,7 +76,7 @@ def test_the_rehearsal_logs_its_overrides_and_runs_every_step(rehearsal):
     logs = list((folder / "runs" / "reproduce").glob("*.log"))
     assert len(logs) == 1
     log = logs[0].read_text()
-    for override in ("--batch-per-pass 1 --iter-size 1", "--max-iter 2", "--batches 2", "--top-k 3",
+    for override in ("--batch-per-pass 2 --iter-size 1", "--max-iter 2", "--batches 2", "--top-k 3",
                      "no --gpu"):
         assert override in log, override
     assert [int(n) for n in re.findall(r"== step (\d+):", log)] == list(range(2, 10))

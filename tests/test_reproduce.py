@@ -158,6 +158,6 @@ def test_the_rehearsal_runs_the_guide_with_its_overrides_only():
                 moved += " --top-k 3" + ("" if "--voc-submission" in command else " --list /r/rehearsal_val.txt")
             expected.append(moved + overrides.get(tool, ""))
         if step == 4:
-            expected.insert(0, "python tools/make_prototxt.py --out /r/prototxt --root /r --batch-per-pass 1 "
+            expected.insert(0, "python tools/make_prototxt.py --out /r/prototxt --root /r --batch-per-pass 2 "
                                "--iter-size 1")
         assert rehearsal.get(step, []) == expected, f"step {step}"

@@ -11,35 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
-from dataclasses import replace
 from pathlib import Path
-
-from google.protobuf import text_format
 
 from deconvnet.common.cli import PROTOTXT, positive_int, run_tool, setup_logging
 from deconvnet.common.machine import use_device
-from deconvnet.data.layer_params import SEG_DATA_MODULE, SegDataParams
 from deconvnet.net.bn_stats import write_statistics
 from deconvnet.net.fold_bn import FoldError, fold
+from deconvnet.net.nets import net_reading_from
 from deconvnet.net.weights import WeightsMismatch
-
-
-def with_source(model: Path, source: Path, folder: Path) -> Path:
-    """A copy of the train prototxt whose SegDataLayer reads ``source``."""
-    from caffe.proto import caffe_pb2
-
-    net = caffe_pb2.NetParameter()
-    text_format.Merge(model.read_text(), net)
-    for layer in net.layer:
-        if layer.type == "Python" and layer.python_param.module == SEG_DATA_MODULE:
-            params = SegDataParams.from_param_str(layer.python_param.param_str)
-            layer.python_param.param_str = replace(params, source=str(source.resolve())).to_param_str()
-    path = folder / model.name
-    path.write_text(str(net))
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     weights, out = args.weights.resolve(), args.out.resolve()
     with tempfile.TemporaryDirectory() as tmp:
-        model = (with_source(args.model, args.source, Path(tmp)) if args.source else args.model).resolve()
-        # Relative data paths in the prototxt resolve from its folder.
-        cwd = os.getcwd()
-        os.chdir(args.model.resolve().parent)
+        # The net's relative data paths resolve from its folder (or --source replaces them).
+        model = net_reading_from(args.model, Path(tmp) / args.model.name, args.source).resolve()
         try:
             # Folding reads the statistics from a scratch caffemodel: --out is written only when both worked.
             stats = Path(tmp) / "bn_stats.caffemodel" if args.fold else out
@@ -77,8 +56,6 @@ def main(argv: list[str] | None = None) -> int:
         except WeightsMismatch as err:
             logging.error("bn_stats: %s", err)
             return 1
-        finally:
-            os.chdir(cwd)
         if args.fold:
             try:
                 fold(args.deploy, stats, args.out_model or out.with_suffix(".prototxt"), out)

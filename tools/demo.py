@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from deconvnet.common.cli import ROOT, add_options, given_options, option, run_tool, setup_logging
+from deconvnet.common.constants import TEST_PROPOSALS
 from deconvnet.common.recipes import RELEASE
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.proposals import EdgeBoxParams, ProposalCache, resolve_edges
@@ -168,12 +169,16 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
     reader = VOCReader(voc)
     val_ids = reader.ids("val")
     proposals = ProposalCache(data / "proposals_infer", edge_params)
-    folding = compare_folded(DeconvNetModel(deploy, bn_weights, batch=50),
-                             DeconvNetModel(folded_deploy, folded_weights, batch=50), reader, val_ids, proposals)
+    folding = compare_folded(DeconvNetModel(deploy, bn_weights, batch=TEST_PROPOSALS),
+                             DeconvNetModel(folded_deploy, folded_weights, batch=TEST_PROPOSALS), reader, val_ids,
+                             proposals)
     step("folding BatchNorm", t0)
 
     t0 = time.time()
-    pipeline = Pipeline(DeconvNetModel(folded_deploy, folded_weights, batch=50), crf=CRFParams())
+    # The synthetic images are 160-256 px: the release's 112-px minimum box
+    # side is for 500-px photos, so the demo keeps every proposal.
+    pipeline = Pipeline(DeconvNetModel(folded_deploy, folded_weights, batch=TEST_PROPOSALS), crf=CRFParams(),
+                        min_box_side=0)
     labels_dir = out / "predictions" / "labels"
     for k, image_id in enumerate(val_ids):
         image = reader.image(image_id)
@@ -217,7 +222,7 @@ def compare_folded(unfolded: DeconvNetModel, folded: DeconvNetModel, reader: VOC
     agree = total = 0
     for image_id in ids:
         image = reader.image(image_id)
-        boxes = select_boxes(proposals.get(image_id, image)[0], image.shape, 50)
+        boxes = select_boxes(proposals.get(image_id, image)[0], image.shape, TEST_PROPOSALS, min_side=0)
         crops, enlarged = proposal_batch(image, boxes, unfolded.size)
         labels = {}
         for name, model in (("unfolded", unfolded), ("folded", folded)):

@@ -24,16 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from deconvnet.common.cli import PROTOTXT, run_tool, setup_logging
+from deconvnet.common.constants import TEST_PROPOSALS
 from deconvnet.common.machine import use_device
-from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
+from deconvnet.common.recipes import INFERENCE_FIELDS, add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, edge_boxes, resolve_edges
 from deconvnet.data.voc import DatasetError, read_image, read_indexed_png
 from deconvnet.infer import figures
 from deconvnet.infer.aggregation import select_boxes
-from deconvnet.infer.models import DeconvNetModel, FCNModel, WeightsMismatch
-
-RECIPE_FIELDS = ("min_box_side", "box_side_of", "ensemble", "fcn_variant", "edges")
-FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT / "fcn8s_deploy.prototxt"}
+from deconvnet.infer.models import FCN_DEPLOY, DeconvNetModel, FCNModel, WeightsMismatch
 
 
 def ground_truth_for(image: Path, given: Path | None) -> Path | None:
@@ -63,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate", choices=("max", "sum"), default="max")
     parser.add_argument("--edge-model", default="", help="structured-edge model.yml.gz")
     add_recipe_option(parser)
-    add_field_options(parser, *RECIPE_FIELDS)
+    add_field_options(parser, *INFERENCE_FIELDS)
     parser.add_argument("--gpu", type=int)
     args = parser.parse_args(argv)
     setup_logging()
-    recipe = recipe_from_args(args, *RECIPE_FIELDS)
+    recipe = recipe_from_args(args, *INFERENCE_FIELDS)
     if args.figure == "fig7" and args.fcn_weights is None:
         parser.error("fig7 needs --fcn-weights (the FCN-8s partner)")
     use_device(args.gpu)
@@ -89,16 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     boxes, _ = edge_boxes(image, params)
     out = args.out or Path(f"{args.figure}_{args.image.stem}.png")
     if args.figure == "fig6":
-        figures.figure6(model, image, boxes, out, mode=args.aggregate)
+        figures.figure6(model, image, boxes, out, mode=args.aggregate, padding=recipe.proposal_padding)
     elif args.figure in ("fig5", "fig7"):
-        chosen = select_boxes(boxes, image.shape, 50, recipe.min_box_side, recipe.box_side_of)
+        chosen = select_boxes(boxes, image.shape, TEST_PROPOSALS, recipe.min_box_side, recipe.box_side_of)
         if args.figure == "fig5":
-            figures.figure5(model, image, chosen, out, mode=args.aggregate, fcn=fcn, rule=recipe.ensemble)
+            figures.figure5(model, image, chosen, out, mode=args.aggregate, fcn=fcn, rule=recipe.ensemble,
+                            padding=recipe.proposal_padding)
         else:
-            figures.figure7(model, fcn, image, ground_truth, chosen, out, mode=args.aggregate, rule=recipe.ensemble)
+            figures.figure7(model, fcn, image, ground_truth, chosen, out, mode=args.aggregate, rule=recipe.ensemble,
+                            padding=recipe.proposal_padding)
     else:
         box = np.array(args.box, np.float32) if args.box else select_boxes(boxes, image.shape, 1)[0]
-        figures.figure4(model, image, box, out)
+        figures.figure4(model, image, box, out, padding=recipe.proposal_padding)
     logging.info("wrote %s", out)
     return 0
 

@@ -57,18 +57,15 @@ from deconvnet.common.cli import (
     setup_logging,
 )
 from deconvnet.common.machine import use_device
-from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
+from deconvnet.common.recipes import INFERENCE_FIELDS, add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.common.sharding import add_shard_option, shard_from_env
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, ProposalCache, edges_record, resolve_edges
 from deconvnet.data.voc import DatasetError, read_image, read_split
 from deconvnet.infer import run_record
 from deconvnet.infer.crf import CRFParams
-from deconvnet.infer.models import DeconvNetModel, FCNModel, WeightsMismatch
+from deconvnet.infer.models import FCN_DEPLOY, DeconvNetModel, FCNModel, WeightsMismatch
 from deconvnet.infer.outputs import SUBMISSION_DIR, overlay, submission_archive, write_labels, write_png, write_probs
 from deconvnet.infer.pipeline import Pipeline, Timings
-
-RECIPE_FIELDS = ("min_box_side", "box_side_of", "ensemble", "fcn_variant", "edges")
-FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT / "fcn8s_deploy.prototxt"}
 
 BATCH_HELP = (
     "proposals per forward pass. Default on a GPU: --top-k (one image a pass). Default on the CPU: the most "
@@ -197,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging()
-    recipe = recipe_from_args(args, *RECIPE_FIELDS)
+    recipe = recipe_from_args(args, *INFERENCE_FIELDS)
     if refuse_ineffective("infer", parser, argv, ineffective_rules(args, recipe)):
         return 2
     problem = check_output_folder(args.out)
@@ -238,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     crf = options_from_args(CRFParams, args, prefix="crf-") if args.crf else None
     pipeline = Pipeline(deconvnet, args.top_k, recipe.min_box_side, recipe.box_side_of, args.aggregate, crf, fcn,
-                        recipe.ensemble)
+                        recipe.ensemble, recipe.proposal_padding)
     proposals = ProposalCache(args.proposal_cache or args.out / "proposals", edge_params)
     recorded_recipe = asdict(recipe)
     if fcn is None:  # no ensemble ran: its fields say nothing about these labels

@@ -14,3 +14,7 @@ MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 # Crops are stored at this side and randomly cropped to the net's input.
 STORED_SIZE = 250
 INPUT_SIZE = 224
+# Edge-box proposals: the top 50 are segmented at test time (section 4), and
+# stage 2's crops are drawn from the top 2000 (section 3).
+TEST_PROPOSALS = 50
+STAGE2_PROPOSALS = 2000

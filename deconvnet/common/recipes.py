@@ -51,6 +51,11 @@ class Recipe:
     box_side_of: str
     # DeconvNet + FCN-8s: "mean" of probabilities or "product" of scores.
     ensemble: str
+    # What fills a test-time proposal crop where its enlarged box leaves the
+    # image: "black" (zero pixels, -mean after mean subtraction: the release
+    # zero-pads the image before cropping) or "mean" (the mean colour, 0
+    # after subtraction, as the training crops are padded).
+    proposal_padding: str
     # The FCN-8s partner: "2014" (fcn-8s-pascal, 62.2 on test) or "heavy".
     fcn_variant: str
     # Stage-1 void pixels: "ignore" (kept as 255) or "background".
@@ -80,17 +85,20 @@ class Recipe:
 
 RELEASE = Recipe(
     name="release", weight_decay_rule="release", batch_per_pass=8, edges="structured",
-    min_box_side=112, box_side_of="enlarged", ensemble="product", fcn_variant="2014",
+    min_box_side=112, box_side_of="enlarged", ensemble="product", proposal_padding="black", fcn_variant="2014",
     stage1_void="ignore", lr_policy="step", plateau_metric="pixel_accuracy", patience=3)
 
 PAPER = Recipe(
     name="paper", weight_decay_rule="bvlc", batch_per_pass=64, edges="structured",
-    min_box_side=0, box_side_of="enlarged", ensemble="mean", fcn_variant="2014",
+    min_box_side=0, box_side_of="enlarged", ensemble="mean", proposal_padding="black", fcn_variant="2014",
     stage1_void="background", lr_policy="plateau", plateau_metric="pixel_accuracy", patience=3)
 
 RECIPES = {r.name: r for r in (RELEASE, PAPER)}
+# The fields that decide inference (tools/infer.py and tools/figures.py).
+INFERENCE_FIELDS = ("min_box_side", "box_side_of", "ensemble", "proposal_padding", "fcn_variant", "edges")
 CHOICES = dict(weight_decay_rule=("release", "bvlc"), edges=("structured", "gradient"),
                box_side_of=("enlarged", "proposal"), ensemble=("mean", "product"),
+               proposal_padding=("black", "mean"),
                fcn_variant=("2014", "heavy"), stage1_void=("ignore", "background"),
                lr_policy=("step", "plateau"), plateau_metric=("pixel_accuracy", "mean_iou"))
 

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deconvnet.common.cli import option
-from deconvnet.common.constants import CLASSES, STORED_SIZE, VOID
+from deconvnet.common.constants import CLASSES, STAGE2_PROPOSALS, STORED_SIZE, VOID
 from deconvnet.common.sharding import Shard
 from deconvnet.data import crops
 from deconvnet.data.balance import balanced_index, class_histogram
@@ -39,7 +39,7 @@ class BuildConfig:
                                           "or sbd:SPLIT")
     stored_size: int = option(STORED_SIZE, flag="--size", help="stored crop side")
     min_iou: float = option(0.5, help="stage 2: proposal-instance box IoU")
-    max_proposals: int = option(2000, help="stage 2: proposals per image")
+    max_proposals: int = option(STAGE2_PROPOSALS, help="stage 2: proposals per image")
     max_repeat: float | None = option(None, help="cap on each class's repetition factor (x its own count)")
     balance: bool = option(True, help="store the order unbalanced (e.g. for validation)")
     seed: int = option(0, help="seed of balancing and order")

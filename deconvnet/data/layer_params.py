@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar, TypeVar
 
 from deconvnet.common.constants import INPUT_SIZE, MEAN_BGR
+from deconvnet.common.recipes import RELEASE
 
 T = TypeVar("T", bound="_JSONParams")
 
@@ -87,7 +88,7 @@ class SegDataParams(_JSONParams):
     REQUIRED: ClassVar[tuple[str, ...]] = ("source",)
 
     source: str                              # the crop database folder
-    batch_size: int = 8                      # examples per batch
+    batch_size: int = RELEASE.batch_per_pass  # examples per batch
     crop_size: int = INPUT_SIZE              # random (TRAIN) or centre (TEST) crop side
     mirror: bool = False                     # random horizontal flips (TRAIN only)
     mean: tuple[float, ...] = MEAN_BGR       # BGR mean subtracted from the image
@@ -96,7 +97,8 @@ class SegDataParams(_JSONParams):
     workers: int = 1                         # prefetching processes (0: load in the layer)
 
     @classmethod
-    def for_phase(cls, source: str, train: bool, batch_size: int = 8, crop_size: int = INPUT_SIZE,
+    def for_phase(cls, source: str, train: bool, batch_size: int = RELEASE.batch_per_pass,
+                  crop_size: int = INPUT_SIZE,
                   workers: int | None = None) -> SegDataParams:
         """The stage nets' settings: TRAIN flips, shuffles and prefetches with
         two workers; TEST reads in order with one."""

@@ -25,6 +25,7 @@ import numpy as np
 
 from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import MODELS
+from deconvnet.common.constants import STAGE2_PROPOSALS
 
 LOG = logging.getLogger(__name__)
 DEFAULT_SED_MODEL = MODELS / "sed_model.yml.gz"
@@ -43,7 +44,7 @@ class EdgeModelError(Exception):
 
 @dataclass(frozen=True)
 class EdgeBoxParams:
-    max_boxes: int = 2000
+    max_boxes: int = STAGE2_PROPOSALS
     alpha: float = 0.65          # step of the sliding window search
     beta: float = 0.75           # NMS threshold
     min_score: float = 0.01

@@ -9,9 +9,10 @@ from typing import Iterable
 
 import numpy as np
 
+from deconvnet.common.constants import STAGE2_PROPOSALS, TEST_PROPOSALS
 from deconvnet.data.proposals import box_iou
 
-TOPS = (50, 2000)
+TOPS = (TEST_PROPOSALS, STAGE2_PROPOSALS)
 THRESHOLDS = (0.5, 0.7)
 
 

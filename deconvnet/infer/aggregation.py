@@ -6,14 +6,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from deconvnet.common.constants import MEAN_BGR
+from deconvnet.common.constants import MEAN_BGR, TEST_PROPOSALS
+from deconvnet.common.recipes import RELEASE
 from deconvnet.data.crops import ENLARGE, crop_padded, enlarge
 
 MEAN = np.asarray(MEAN_BGR, np.float32)
 
 
-def select_boxes(boxes: np.ndarray, image_shape: tuple[int, int], top_k: int = 50,
-                 min_side: float = 0, side_of: str = "enlarged") -> np.ndarray:
+def select_boxes(boxes: np.ndarray, image_shape: tuple[int, int], top_k: int = TEST_PROPOSALS,
+                 min_side: float = RELEASE.min_box_side, side_of: str = RELEASE.box_side_of) -> np.ndarray:
     """The top_k boxes (already in score order) whose shorter side is at least
     min_side, measured on the box cropped ("enlarged" 1.2x, as the authors'
     release does) or on the "proposal" itself; the whole image when none is
@@ -38,11 +39,15 @@ def crop_box(box, factor: float = ENLARGE) -> tuple[int, int, int, int]:
     return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
 
 
-def proposal_batch(image: np.ndarray, boxes: np.ndarray, size: int,
-                   mean: np.ndarray = MEAN) -> tuple[np.ndarray, list]:
+def proposal_batch(image: np.ndarray, boxes: np.ndarray, size: int, mean: np.ndarray = MEAN,
+                   padding: str = RELEASE.proposal_padding) -> tuple[np.ndarray, list]:
     """Mean-subtracted (N, 3, size, size) crops of the enlarged boxes, and
-    those enlarged boxes."""
-    fill = np.asarray(mean).round().astype(np.uint8)
+    those enlarged boxes. Where a box leaves the image, ``padding`` "black"
+    fills zero pixels (the release's zero-padded image) and "mean" the mean
+    colour."""
+    if padding not in ("black", "mean"):
+        raise ValueError(f"padding must be black or mean, not {padding!r}")
+    fill = np.zeros(3, np.uint8) if padding == "black" else np.asarray(mean).round().astype(np.uint8)
     crops = np.empty((len(boxes), 3, size, size), np.float32)
     enlarged = []
     for i, box in enumerate(boxes):

@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from deconvnet.common.constants import CLASSES, MEAN_BGR
+from deconvnet.common.recipes import RELEASE
 from deconvnet.data.voc import colorize
 from deconvnet.infer.aggregation import (
     paste_and_aggregate,
@@ -44,9 +45,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def figure6(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, path: Path,
-            counts=FIG6_COUNTS, mode: str = "max") -> Path:
+            counts=FIG6_COUNTS, mode: str = "max", padding: str = RELEASE.proposal_padding) -> Path:
     boxes = select_boxes(boxes, image.shape, max(counts))
-    crops, enlarged = proposal_batch(image, boxes, model.size)
+    crops, enlarged = proposal_batch(image, boxes, model.size, padding=padding)
     maps = model.scores(crops)
     steps = progressive_aggregation(maps, enlarged, image.shape, counts, mode)
     fig = Figure(figsize=(3 * (len(steps) + 1), 3))
@@ -67,8 +68,9 @@ def decoder_blobs(net) -> list[str]:
     return names
 
 
-def figure4(model: DeconvNetModel, image: np.ndarray, box: np.ndarray, path: Path) -> Path:
-    crops, _ = proposal_batch(image, np.asarray(box, np.float32).reshape(1, 4), model.size)
+def figure4(model: DeconvNetModel, image: np.ndarray, box: np.ndarray, path: Path,
+            padding: str = RELEASE.proposal_padding) -> Path:
+    crops, _ = proposal_batch(image, np.asarray(box, np.float32).reshape(1, 4), model.size, padding=padding)
     model.scores(crops)
     names = decoder_blobs(model.net)
     cols = 6
@@ -90,18 +92,20 @@ def figure4(model: DeconvNetModel, image: np.ndarray, box: np.ndarray, path: Pat
     return _save(fig, path)
 
 
-def _aggregated(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, mode: str) -> np.ndarray:
+def _aggregated(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, mode: str,
+                padding: str) -> np.ndarray:
     """Aggregated DeconvNet scores of ``boxes`` (already selected)."""
-    crops, enlarged = proposal_batch(image, boxes, model.size)
+    crops, enlarged = proposal_batch(image, boxes, model.size, padding=padding)
     return paste_and_aggregate(model.scores(crops), enlarged, image.shape, mode)
 
 
 def figure5(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, path: Path, top: int = 5,
-            mode: str = "max", fcn: FCNModel | None = None, rule: str = "mean") -> dict[str, np.ndarray]:
+            mode: str = "max", fcn: FCNModel | None = None, rule: str = RELEASE.ensemble,
+            padding: str = RELEASE.proposal_padding) -> dict[str, np.ndarray]:
     """Probability maps of the ``top`` classes (by the last row's peak):
     DeconvNet's, and with ``fcn`` FCN-8s's and the ensemble's (``rule``).
     ``boxes`` are the proposals already selected. Returns row name -> (C, H, W)."""
-    scores = _aggregated(model, image, boxes, mode)
+    scores = _aggregated(model, image, boxes, mode, padding)
     rows = {"DeconvNet": softmax(scores)}
     if fcn is not None:
         fcn_scores = fcn.scores(image)
@@ -125,12 +129,12 @@ def figure5(model: DeconvNetModel, image: np.ndarray, boxes: np.ndarray, path: P
 
 
 def figure7(model: DeconvNetModel, fcn: FCNModel, image: np.ndarray, ground_truth: np.ndarray | None,
-            boxes: np.ndarray, path: Path, mode: str = "max", rule: str = "mean",
-            crf: CRFParams = CRFParams()) -> dict[str, np.ndarray]:
+            boxes: np.ndarray, path: Path, mode: str = "max", rule: str = RELEASE.ensemble,
+            crf: CRFParams = CRFParams(), padding: str = RELEASE.proposal_padding) -> dict[str, np.ndarray]:
     """The paper's Figure 7 for one image: input, ground truth, FCN-8s,
     DeconvNet and EDeconvNet + CRF label maps. ``boxes`` are the proposals
     already selected. Returns panel name -> (H, W) labels."""
-    scores = _aggregated(model, image, boxes, mode)
+    scores = _aggregated(model, image, boxes, mode, padding)
     fcn_scores = fcn.scores(image)
     # Labels as tools/infer.py takes them: the argmax of probabilities (ties
     # in float32 softmax can differ from the argmax of the scores).

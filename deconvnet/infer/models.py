@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deconvnet.common.cli import PROTOTXT
+from deconvnet.common.constants import TEST_PROPOSALS
 from deconvnet.infer.aggregation import MEAN
 from deconvnet.infer.memory import cpu_batch
 from deconvnet.net.weights import WeightsMismatch, load_net
@@ -18,13 +20,17 @@ from deconvnet.net.weights import WeightsMismatch, load_net
 __all__ = ["DeconvNetModel", "FCNModel", "WeightsMismatch"]
 
 
+# The deploy prototxt of each FCN-8s variant (recipe field fcn_variant), whose
+# layer names match that variant's caffemodel.
+FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT / "fcn8s_deploy.prototxt"}
+
 class DeconvNetModel:
     """The deploy net (folded or not), run on proposal crops in batches of
     ``batch``; None: as many of ``proposals`` as this machine's memory
     holds (deconvnet.infer.memory; for the CPU)."""
 
-    def __init__(self, prototxt: Path, weights: Path, batch: int | None = 50, allow_missing: bool = False,
-                 proposals: int = 50) -> None:
+    def __init__(self, prototxt: Path, weights: Path, batch: int | None = TEST_PROPOSALS,
+                 allow_missing: bool = False, proposals: int = TEST_PROPOSALS) -> None:
         import caffe
 
         self.net = load_net(prototxt, weights, caffe.TEST, allow_missing)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deconvnet.common.constants import TEST_PROPOSALS
+from deconvnet.common.recipes import RELEASE
 from deconvnet.infer.aggregation import paste_and_aggregate, proposal_batch, select_boxes, softmax
 from deconvnet.infer.crf import CRFParams, dense_crf
 from deconvnet.infer.models import DeconvNetModel, FCNModel
@@ -37,7 +39,7 @@ class Segmentation:
     timings: Timings = field(default_factory=Timings)
 
 
-def ensemble(deconvnet_scores: np.ndarray, fcn_scores: np.ndarray, mode: str = "mean") -> np.ndarray:
+def ensemble(deconvnet_scores: np.ndarray, fcn_scores: np.ndarray, mode: str = RELEASE.ensemble) -> np.ndarray:
     """Class probabilities of the DeconvNet + FCN-8s ensemble. "mean" is the
     paper's (the average of the two softmaxes); "product" is the authors'
     released code (aggregated scores times max(0, FCN-8s scores), then
@@ -52,20 +54,21 @@ def ensemble(deconvnet_scores: np.ndarray, fcn_scores: np.ndarray, mode: str = "
 @dataclass
 class Pipeline:
     model: DeconvNetModel
-    top_k: int = 50
-    min_box_side: float = 0
-    box_side_of: str = "enlarged"  # the box the minimum side is measured on (see select_boxes)
+    top_k: int = TEST_PROPOSALS
+    min_box_side: float = RELEASE.min_box_side
+    box_side_of: str = RELEASE.box_side_of  # the box the minimum side is measured on (see select_boxes)
     aggregate: str = "max"
     crf: CRFParams | None = None
     fcn: FCNModel | None = None
-    ensemble: str = "mean"        # "mean" (the paper) or "product" (the authors' code)
+    ensemble: str = RELEASE.ensemble  # "mean" (the paper) or "product" (the authors' code)
+    proposal_padding: str = RELEASE.proposal_padding  # "black" (the authors' code) or "mean"
 
     def segment(self, image: np.ndarray, boxes: np.ndarray) -> Segmentation:
         """boxes: the image's proposals in score order (x1 y1 x2 y2)."""
         t = Timings()
         start = time.perf_counter()
         boxes = select_boxes(boxes, image.shape, self.top_k, self.min_box_side, self.box_side_of)
-        crops, enlarged = proposal_batch(image, boxes, self.model.size)
+        crops, enlarged = proposal_batch(image, boxes, self.model.size, padding=self.proposal_padding)
         t.proposals = time.perf_counter() - start
         start = time.perf_counter()
         score_maps = self.model.scores(crops)

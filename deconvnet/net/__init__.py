@@ -3,8 +3,9 @@ the architecture as data (``architecture``), NetSpec generators
 (``nets``) and solvers (``solvers``) for everything in prototxt/
 (``prototxt``), VGG16 weight surgery (``surgery``), BatchNorm population
 statistics (``bn_stats``), folding them for inference (``fold_bn``, with the
-exact layer rewrites of ``rewrite``), strict weight loading (``weights``)
-and the PyTorch twin used by benchmarks
-(``torch_reference``).
+exact layer rewrites of ``rewrite``), strict weight loading (``weights``),
+the stand-in VGG16 and 2014 FCN-8s caffemodels of rehearsals and tests
+(``stand_in_weights``), and the PyTorch twin used by benchmarks
+(``torch_reference``; the benchmarks themselves are deconvnet.bench).
 
 May import: deconvnet.common, deconvnet.data."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deconvnet.common.constants import NUM_CLASSES
+from deconvnet.common.constants import INPUT_SIZE, NUM_CLASSES
 
 # (stage, number of 3x3 convolutions, channels) for VGG16's five blocks.
 VGG_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -21,7 +21,7 @@ class Size:
     DeconvNet needs a multiple of 32 (its fc6 kernel is the pool5 side);
     FCN-8s takes any input, and its deploy net starts at FCN_DEPLOY_SIZE."""
 
-    input_size: int = 224
+    input_size: int = INPUT_SIZE
     width_divisor: int = 1
 
     def __post_init__(self) -> None:

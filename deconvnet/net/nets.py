@@ -7,7 +7,11 @@ the reduced variants used by demos and tests; the defaults are the paper's.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
+
+from google.protobuf import text_format
 
 from deconvnet.common.constants import NUM_CLASSES, VOID
 from deconvnet.data.layer_params import SEG_DATA_MODULE, FCNDataParams, SegDataParams
@@ -16,6 +20,7 @@ from deconvnet.net.architecture import DECODER_BLOCKS, FC_WIDTH, FCN_DEPLOY_SIZE
 import caffe
 from caffe import layers as L
 from caffe import params as P
+from caffe.proto import caffe_pb2
 
 LEARNED = [dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)]
 
@@ -298,3 +303,19 @@ def vgg16_deploy(size: Size = Size()) -> caffe.proto.caffe_pb2.NetParameter:
     n.fc8 = L.InnerProduct(n.fc7, num_output=1000)
     n.prob = L.Softmax(n.fc8)
     return n.to_proto()
+
+
+def net_reading_from(net_file: Path, out: Path, source: Path | None = None) -> Path:
+    """A copy of a train or test net whose crop data layers read ``source``,
+    or, without it, their own ``source`` made absolute from the net file's
+    folder: the committed nets are written to be run from their folder
+    (plain ``caffe train``), the tools run them from anywhere."""
+    net = caffe_pb2.NetParameter()
+    text_format.Merge(net_file.read_text(), net)
+    for layer in net.layer:
+        if layer.type == "Python" and layer.python_param.module == SEG_DATA_MODULE:
+            params = SegDataParams.from_param_str(layer.python_param.param_str)
+            path = source if source is not None else net_file.resolve().parent / params.source
+            layer.python_param.param_str = replace(params, source=str(Path(path).resolve())).to_param_str()
+    out.write_text(str(net))
+    return out

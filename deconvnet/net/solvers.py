@@ -22,8 +22,8 @@ class Schedule:
     momentum: float = 0.9
     weight_decay: float = PAPER_WEIGHT_DECAY  # as written into the solver (see stage_schedule)
     gamma: float = 0.1
-    batch_size: int = 8   # per forward pass
-    iter_size: int = 8    # 8 x 8 = the paper's mini-batch of 64
+    batch_size: int = RELEASE.batch_per_pass   # per forward pass
+    iter_size: int = RELEASE.iter_size         # 8 x 8 = the paper's mini-batch of 64
     snapshot: int = 2000  # one snapshot + solverstate is about 1.9 GB
     test_interval: int = 1000
     test_iter: int = 50
@@ -78,7 +78,7 @@ def deconvnet_solver(train_net: str, test_net: str, snapshot_prefix: str,
 def benchmark_solver(train_net: str, max_iter: int = 20) -> caffe_pb2.SolverParameter:
     """The stage-1 solver without test nets or snapshots, displaying every
     second update (Caffe prints iter/s per display), for timing training."""
-    s = deconvnet_solver(train_net, "", "", STAGE1)
+    s = deconvnet_solver(train_net, "", "", stage_schedule(1))
     del s.test_net[:], s.test_iter[:]
     s.ClearField("test_interval")
     s.ClearField("test_initialization")

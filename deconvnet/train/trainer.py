@@ -32,16 +32,15 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from google.protobuf import text_format
 from tqdm import tqdm
 
 from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import option
 from deconvnet.common.constants import NUM_CLASSES
 from deconvnet.common.machine import use_device
-from deconvnet.common.recipes import solver_weight_decay
-from deconvnet.data.layer_params import SEG_DATA_MODULE, SegDataParams
+from deconvnet.common.recipes import RELEASE, solver_weight_decay
 from deconvnet.eval.scoring import confusion, scores
+from deconvnet.net.nets import net_reading_from
 from deconvnet.net.weights import check_weights
 from deconvnet.train.solver_check import check_solver
 
@@ -69,11 +68,11 @@ class StageConfig:
     weights: Path | None = option(None, cli=False, help="initial weights (-weights)")
     allow_missing_weights: bool = option(False, help="start even when --weights lacks learned layers of the "
                                                      "net (they are listed and keep their fillers)")
-    lr_policy: str = option("step", choices=("step", "plateau"),
+    lr_policy: str = option(RELEASE.lr_policy, choices=("step", "plateau"),
                             help="step: the solver's steps; plateau: divide the rate by 10 after "
                                  "--patience validations without improvement (the paper's rule)")
-    patience: int = option(3, help="plateau: validations without improvement before a cut")
-    plateau_metric: str = option("mean_iou", cli=False,
+    patience: int = option(RELEASE.patience, help="plateau: validations without improvement before a cut")
+    plateau_metric: str = option(RELEASE.plateau_metric, cli=False,
                                  help="what must improve: mean_iou or pixel_accuracy (also picks best.caffemodel)")
     weight_decay_rule: str | None = option(None, cli=False,
                                            help="release or bvlc: rewrite the solver's weight_decay for that "
@@ -106,22 +105,6 @@ def read_solver(path: Path) -> caffe_pb2.SolverParameter:
     return check_solver(path)
 
 
-def net_with_absolute_sources(net_file: Path, out: Path) -> Path:
-    """A copy of a train or test net whose data layers' relative ``source``
-    is made absolute from the net file's folder: the solvers are written to
-    be run from their folder (plain ``caffe train``), this tool from
-    anywhere."""
-    net = caffe_pb2.NetParameter()
-    text_format.Merge(net_file.read_text(), net)
-    for layer in net.layer:
-        if layer.type == "Python" and layer.python_param.module == SEG_DATA_MODULE:
-            params = SegDataParams.from_param_str(layer.python_param.param_str)
-            source = (net_file.resolve().parent / params.source).resolve()
-            layer.python_param.param_str = replace(params, source=str(source)).to_param_str()
-    out.write_text(str(net))
-    return out
-
-
 def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter]:
     """The stage's solver, rewritten into the run folder: absolute net paths,
     snapshots into the run folder, validation and snapshots driven by us."""
@@ -133,7 +116,7 @@ def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter
 
     def local_copy(name: str) -> str:
         net_file = (folder / name).resolve()
-        return str(net_with_absolute_sources(net_file, config.run_dir / net_file.name).resolve())
+        return str(net_reading_from(net_file, config.run_dir / net_file.name).resolve())
     for field in ("train_net", "net"):
         if param.HasField(field):
             setattr(param, field, local_copy(getattr(param, field)))

@@ -146,7 +146,7 @@ log "caffe train: $iterations updates of batch 8 x iter_size 8"
 # --- 6. PyTorch ------------------------------------------------------------------
 if "$python" -c "import torch" 2>/dev/null; then
   log "PyTorch: the same network on the same GPU"
-  PYTHONPATH="$KIT/python" "$python" -m deconvnet.net.torch_benchmark --device "cuda:$gpu" \
+  PYTHONPATH="$KIT/python" "$python" -m deconvnet.bench.torch_benchmark --device "cuda:$gpu" \
     --iterations "$(( iterations < 5 ? iterations : 5 ))" --json "$out/torch.json" > "$out/torch.log" 2>&1 \
     || { tail -n 20 "$out/torch.log" >&2; die "the PyTorch benchmark failed; see $out/torch.log"; }
 else
@@ -154,5 +154,5 @@ else
 fi
 
 # --- 7. the report ---------------------------------------------------------------
-PYTHONPATH="$KIT/python" "$python" -m deconvnet.net.gpu_kit_report "$out"
+PYTHONPATH="$KIT/python" "$python" -m deconvnet.bench.gpu_kit_report "$out"
 log "wrote $out/results.json and $out/results.md"

@@ -134,7 +134,7 @@ def caffe_worker(args) -> dict:
 
 
 def torch_worker(args) -> dict:
-    from deconvnet.net import torch_benchmark
+    from deconvnet.bench import torch_benchmark
 
     return torch_benchmark.run("cpu" if args.cpu else f"cuda:{args.gpu}", args.batch, args.iter_size,
                                args.iterations, args.width_divisor)
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     passthrough = [a for a in argv if a not in ("--worker",)]
     caffe_r, torch_r = run_side("caffe", passthrough), run_side("torch", passthrough)
 
+    from deconvnet.bench.gpu_kit_report import PAPER_TITAN_X_SAMPLES_PER_S as PAPER_TITAN_X
     from deconvnet.net.architecture import Size, forward_macs
-    from deconvnet.net.gpu_kit_report import PAPER_TITAN_X_SAMPLES_PER_S as PAPER_TITAN_X
 
     flops_per_sample = 3 * 2 * forward_macs(Size(224, args.width_divisor))  # forward + backward
     name = "CPU" if args.cpu else gpu_name(args.gpu)

@@ -9,8 +9,8 @@ Files read (absent ones give null): ``gpu.txt`` (nvidia-smi's name),
 ``time_forward_b50_folded.log`` (caffe time), ``train.log`` (caffe train),
 ``memory_*.csv`` (nvidia-smi samples of memory.used in MiB, the first one
 idle) and ``torch.json``
-(deconvnet.net.torch_benchmark). Stdlib only: it runs with whatever Python
-the GPU machine has."""
+(deconvnet.bench.torch_benchmark). Stdlib and the kit's copy of deconvnet.common only: it runs with
+whatever Python the GPU machine has."""
 from __future__ import annotations
 
 import argparse
@@ -20,10 +20,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deconvnet.common.constants import INPUT_SIZE, TEST_PROPOSALS
+from deconvnet.common.recipes import RELEASE
+
 # The paper's Titan X: 20K iterations of 64 crops in about 2 days, so about
 # 7.4 samples/s (docs/PAPER.md, section 3).
 PAPER_TITAN_X_SAMPLES_PER_S = 7.4
-BATCH, ITER_SIZE, PROPOSALS = 8, 8, 50
+# What the kit times: the release recipe's batch per pass and iter_size, and
+# one image's proposals.
+BATCH, ITER_SIZE, PROPOSALS = RELEASE.batch_per_pass, RELEASE.iter_size, TEST_PROPOSALS
 
 
 def _read(path: Path) -> str | None:
@@ -113,7 +118,7 @@ def collect(results: Path) -> dict[str, Any]:
             "caffe_folded_50_vs_pytorch_fused_speed": _ratio(torch_fused_50, caffe_folded_50),
             "caffe_folded_50_vs_unfolded_speed": _ratio(caffe_forward_50, caffe_folded_50),
         },
-        "setting": {"batch": BATCH, "iter_size": ITER_SIZE, "proposals": PROPOSALS, "input": 224,
+        "setting": {"batch": BATCH, "iter_size": ITER_SIZE, "proposals": PROPOSALS, "input": INPUT_SIZE,
                     "paper_titan_x_samples_per_s": PAPER_TITAN_X_SAMPLES_PER_S},
     }
 

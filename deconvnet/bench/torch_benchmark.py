@@ -6,7 +6,7 @@ Training is the solvers' schedule: SGD with momentum, batch x iter_size
 passes per update, train-mode BatchNorm, random data. The forward time is
 that of one image's 50 proposals as one batch, in eval mode, then again
 with BatchNorm fused into the convolutions. Needs torch
-(not in requirements.txt). ``python -m deconvnet.net.torch_benchmark --help``."""
+(not in requirements.txt). ``python -m deconvnet.bench.torch_benchmark --help``."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +15,12 @@ import sys
 import time
 from typing import Any
 
+from deconvnet.common.constants import INPUT_SIZE, TEST_PROPOSALS
+from deconvnet.common.recipes import RELEASE
 
-def run(device_name: str, batch: int = 8, iter_size: int = 8, iterations: int = 5,
-        width_divisor: int = 1, proposals: int = 50) -> dict[str, Any]:
+
+def run(device_name: str, batch: int = RELEASE.batch_per_pass, iter_size: int = RELEASE.iter_size,
+        iterations: int = 5, width_divisor: int = 1, proposals: int = TEST_PROPOSALS) -> dict[str, Any]:
     """Samples/s of training, seconds per forward of ``proposals`` crops, and
     the peak memory PyTorch reserved on a CUDA device (0 on the CPU)."""
     import torch
@@ -29,11 +32,11 @@ def run(device_name: str, batch: int = 8, iter_size: int = 8, iterations: int = 
     cuda = device.type == "cuda"
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    net = DeconvNet(Size(224, width_divisor)).to(device).train()
+    net = DeconvNet(Size(INPUT_SIZE, width_divisor)).to(device).train()
     opt = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9, weight_decay=0.0005)
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
-    x = torch.randn(batch, 3, 224, 224, device=device)
-    y = torch.randint(0, 21, (batch, 224, 224), device=device)
+    x = torch.randn(batch, 3, INPUT_SIZE, INPUT_SIZE, device=device)
+    y = torch.randint(0, 21, (batch, INPUT_SIZE, INPUT_SIZE), device=device)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -54,7 +57,7 @@ def run(device_name: str, batch: int = 8, iter_size: int = 8, iterations: int = 
     result: dict[str, Any] = {
         "train_samples_per_s": iterations * batch * iter_size / (time.perf_counter() - start)}
     net.eval()
-    crops = torch.randn(proposals, 3, 224, 224, device=device)
+    crops = torch.randn(proposals, 3, INPUT_SIZE, INPUT_SIZE, device=device)
 
     def seconds_per_forward() -> float:
         with torch.no_grad():
