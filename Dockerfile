@@ -43,7 +43,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_NO_CACHE_DIR=1 \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     GLOG_minloglevel=1 \
-    PATH=/opt/deconvnet/.venv/bin:$PATH
+    PATH=/opt/deconvnet/.venv/bin:$PATH \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
+    NVIDIA_REQUIRE_CUDA="cuda>=13.0 driver>=580"
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 COPY docker/ca-certificates/ /tmp/ca-certificates/

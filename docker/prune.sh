@@ -11,6 +11,8 @@ cd "$root"
 
 for work in .cache/caffe/*-*/; do
   [ -f "$work/build/CMakeCache.txt" ] && mv "$work/build/CMakeCache.txt" "$work/"
+  # Caffe's licence stays beside the install: the wheels made from it carry it.
+  if [ -f "$work/src/LICENSE" ]; then cp "$work/src/LICENSE" "$work/LICENSE"; fi
   rm -rf "$work/build" "$work/src"
 done
 rm -rf .cache/caffe/downloads

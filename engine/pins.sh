@@ -27,6 +27,14 @@ CAFFE_CUDA_RUNTIME_WHEELS=$(for pin in $CAFFE_CUDA_WHEELS $CAFFE_CUDA_TOOLKIT_WH
     echo "$pin" ;;
   esac
 done)
+# The CUDA wheel's requirements: ranges within CUDA 13, cuDNN 9 and NCCL 2,
+# from the pins above (their lowest bound, which the tests install) to the
+# next major version, so that the wheel installs beside other packages built
+# on the same CUDA 13 wheels (PyTorch's cu130 build, for one).
+CAFFE_CUDA_RUNTIME_RANGES=$(for pin in $CAFFE_CUDA_RUNTIME_WHEELS; do
+  version=${pin#*==}
+  echo "${pin%%==*}>=$version,<$(( ${version%%.*} + 1 ))"
+done)
 
 # The pip wheels of scripts/build_wheel.sh: Caffe 1.0 at its final upstream
 # commit's date, for Debian 12's glibc (2.36); CPU and CUDA 13 distributions

@@ -18,11 +18,13 @@
 #   --rehearsal DIR   the guide on stand-in inputs, on the CPU: tools/rehearsal_inputs.py
 #                     writes them under DIR (the archives of step 1 packed as the real
 #                     ones and unpacked by its code; random full-size VGG16 and 2014
-#                     FCN-8s), then steps 2 to 9 run with DIR's data/, models/,
+#                     FCN-8s, a random structured-edge model), then steps 2 to 9
+#                     run with DIR's data/, models/,
 #                     prototxt/, runs/ and output/, the full network, and these
 #                     overrides, each logged: batch 2 and iter_size 1, max_iter 2
 #                     per stage, 2 BatchNorm batches, --top-k 3 on 2 val and
-#                     2 test images, no --gpu
+#                     2 test images, --edge-model DIR/models/sed_model.yml.gz,
+#                     no --gpu
 #
 # Steps, numbered as in docs/REPRODUCE.md: 1 download, 2 crop datasets and
 # proposal recall, 3 initial weights, 4 training (stage 1 then 2), 5
@@ -65,7 +67,7 @@ RECIPE=()                         # the release recipe is every tool's default
 POLICY=()
 [ -z "$policy" ] || POLICY=(--lr-policy "$policy")
 # Rehearsal overrides, appended to the guide's commands (a later flag wins).
-PROTO_OVR=() TRAIN_OVR=() STATS_OVR=() INFER_OVR=() EVAL_OVR=()
+PROTO_OVR=() TRAIN_OVR=() STATS_OVR=() INFER_OVR=() EVAL_OVR=() EDGE_OVR=()
 if [ -n "$rehearsal" ]; then
   R=$(realpath -m "$rehearsal")
   [ "$from" -gt 1 ] || from=2     # step 1's archives are the stand-in's
@@ -77,6 +79,8 @@ if [ -n "$rehearsal" ]; then
   STATS_OVR=(--batches 2)
   INFER_OVR=(--top-k 3 --list "$R/rehearsal_val.txt")
   EVAL_OVR=(--list "$R/rehearsal_val.txt")
+  # Step 1's structured-edge model: the tools' default is the repository's models/.
+  EDGE_OVR=(--edge-model "$MODELS/sed_model.yml.gz")
 fi
 SOLVERS=$PROTO
 [ "$recipe" = release ] || SOLVERS=$PROTO/$recipe   # batch 64 per pass: written in step 4
@@ -110,6 +114,7 @@ if [ -n "$rehearsal" ]; then
   note "  step 4: tools/make_prototxt.py ${PROTO_OVR[*]} (batch 2: BatchNorm on the 1x1 maps of fc6 and fc7 needs two examples; iter_size 1); tools/train.py ${TRAIN_OVR[*]}"
   note "  step 5: tools/bn_stats.py ${STATS_OVR[*]}, stage 2's snapshot_iter_$STAGE2_ITERS"
   note "  step 7: tools/infer.py ${INFER_OVR[*]}; step 8: tools/eval_voc.py ${EVAL_OVR[*]}; step 9: --top-k 3"
+  note "  steps 2 and 7 to 9: ${EDGE_OVR[*]} (stage-2 builds, recall, inference)"
   note "  every step: no --gpu; dataset workers $workers"
   run "$PY" tools/rehearsal_inputs.py "$R"
 fi
@@ -118,14 +123,17 @@ if step 1 "download and verify VOC 2012, SBD, VGG16, the 2014 FCN-8s and the str
 fi
 if step 2 "stage-1 and stage-2 crop datasets, and the proposals' recall"; then
   for stage in 1 2; do
+    edges=()   # stage 1 crops around the instances: no proposals
+    [ "$stage" = 1 ] || edges=("${EDGE_OVR[@]}")
     run "$PY" data_prep/build_dataset.py --stage "$stage" --voc "$VOC" --sbd "$SBD" "${RECIPE[@]}" \
-      --out "$DATA/lmdb/stage${stage}_train" --workers "$workers"
+      --out "$DATA/lmdb/stage${stage}_train" --workers "$workers" "${edges[@]}"
     run "$PY" data_prep/build_dataset.py --stage "$stage" --voc "$VOC" --image-set voc:val --no-balance \
-      "${RECIPE[@]}" --out "$DATA/lmdb/stage${stage}_test" --workers "$workers"
+      "${RECIPE[@]}" --out "$DATA/lmdb/stage${stage}_test" --workers "$workers" "${edges[@]}"
   done
   run "$PY" data_prep/dataset_stats.py "$DATA/lmdb/stage2_train" --plot "$RUNS/stage2_hist.png" \
     --sheet "$RUNS/stage2_sheet.png"
-  run "$PY" tools/proposal_recall.py --voc "$VOC" --split val "${RECIPE[@]}" --json "$RUNS/proposal_recall.json"
+  run "$PY" tools/proposal_recall.py --voc "$VOC" --split val "${RECIPE[@]}" --json "$RUNS/proposal_recall.json" \
+    "${EDGE_OVR[@]}"
 fi
 if step 3 "initial weights from VGG16"; then
   run "$PY" tools/init_weights.py deconvnet --vgg-model "$MODELS/VGG_ILSVRC_16_layers.caffemodel" \
@@ -151,11 +159,12 @@ if step 6 "FCN-8s"; then
 fi
 if step 7 "inference on VOC 2012 val: DeconvNet, + CRF, EDeconvNet + CRF"; then
   run "$PY" tools/infer.py --voc-root "$VOC" --split val --model "$DEPLOY" --weights "$FOLDED" "${GPU[@]}" \
-    "${RECIPE[@]}" --out "$OUTPUT/val_deconvnet" "${INFER_OVR[@]}"
+    "${RECIPE[@]}" --out "$OUTPUT/val_deconvnet" "${INFER_OVR[@]}" "${EDGE_OVR[@]}"
   run "$PY" tools/infer.py --voc-root "$VOC" --split val --model "$DEPLOY" --weights "$FOLDED" "${GPU[@]}" \
-    "${RECIPE[@]}" --crf --out "$OUTPUT/val_deconvnet_crf" "${INFER_OVR[@]}"
+    "${RECIPE[@]}" --crf --out "$OUTPUT/val_deconvnet_crf" "${INFER_OVR[@]}" "${EDGE_OVR[@]}"
   run "$PY" tools/infer.py --voc-root "$VOC" --split val --model "$DEPLOY" --weights "$FOLDED" "${GPU[@]}" \
-    "${RECIPE[@]}" --crf --fcn-weights "$FCN" --out "$OUTPUT/val_edeconvnet_crf" "${INFER_OVR[@]}"
+    "${RECIPE[@]}" --crf --fcn-weights "$FCN" --out "$OUTPUT/val_edeconvnet_crf" "${INFER_OVR[@]}" \
+    "${EDGE_OVR[@]}"
 fi
 if step 8 "scores on VOC 2012 val"; then
   for run_name in deconvnet deconvnet_crf edeconvnet_crf; do
@@ -169,7 +178,7 @@ if step 9 "VOC 2012 test-server submission"; then
     note "no --test-images: skipped (the test images come from the evaluation server)"
   else
     run "$PY" tools/infer.py "$test_images" --model "$DEPLOY" --weights "$FOLDED" "${GPU[@]}" "${RECIPE[@]}" --crf \
-      --fcn-weights "$FCN" --voc-submission --out "$OUTPUT/test" "${INFER_OVR[@]:0:2}"
+      --fcn-weights "$FCN" --voc-submission --out "$OUTPUT/test" "${INFER_OVR[@]:0:2}" "${EDGE_OVR[@]}"
   fi
 fi
 note "done: steps $from to $to"

@@ -19,6 +19,9 @@
 #                engine/pins.sh, with PTX for newer GPUs); the version gets
 #                a local label, e.g. 1.0.0.post20180821+sm90
 #   --out DIR    where the wheel goes (default: dist/)
+# With --cuda, CAFFE_CUDA_PREFIX=DIR (an install tree of the CUDA variant
+# built elsewhere, e.g. copied out of the Docker image) and CAFFE_CUDA_LIBS
+# (the cuda-wheels folder it was linked with) are used instead of a compile.
 # Prints the wheel's path as the last line of stdout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,7 +39,7 @@ while [ $# -gt 0 ]; do
     --cuda) cuda=1 ;;
     --arch) [ $# -ge 2 ] || die "--arch needs a LIST"; arch="$2"; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a DIR"; out="$2"; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
@@ -44,25 +47,25 @@ done
 [ -z "$arch" ] || [ "$cuda" = 1 ] || die "--arch needs --cuda"
 
 # --- 1. the cached build -----------------------------------------------------
-setup_args=()
-build_args=()
 name=$CAFFE_WHEEL_NAME_CPU
-if [ "$cuda" = 1 ]; then
-  setup_args=(--cuda)
-  build_args=(--cuda --cuda-libs "$ROOT/.cache/cuda-wheels")
-  name=$CAFFE_WHEEL_NAME_CUDA
-fi
+[ "$cuda" = 0 ] || name=$CAFFE_WHEEL_NAME_CUDA
 version=$CAFFE_WHEEL_VERSION
 if [ -n "$arch" ]; then
-  setup_args+=(--cuda-arch "$arch")
-  build_args+=(--arch "$arch")
   # A local version label tells the architectures apart: ...+sm80.sm90.
   version="$version+sm${arch// /.sm}"
 fi
-bash scripts/setup.sh "${setup_args[@]}" >&2
 py="$ROOT/.venv/bin/python"
-prefix=$(engine/build_caffe.sh "${build_args[@]}" --python "$py" | tail -n 1)
+if [ "$cuda" = 1 ]; then
+  # shellcheck source=scripts/cuda_build.sh
+  source scripts/cuda_build.sh
+  cuda_build ${arch:+--arch "$arch"}
+  prefix=$cuda_prefix
+else
+  bash scripts/setup.sh >&2
+  prefix=$(engine/build_caffe.sh --python "$py" | tail -n 1)
+fi
 license="$(dirname "$prefix")/src/LICENSE"
+[ -f "$license" ] || license="$(dirname "$prefix")/LICENSE"   # a pruned tree keeps it beside the install
 [ -f "$prefix/lib/libcaffe_tool.so" ] || die "$prefix has no libcaffe_tool.so (engine patch 0013); rebuild with engine/build_caffe.sh"
 [ -f "$license" ] || die "no Caffe source tree beside $prefix (for its LICENSE); remove $(dirname "$prefix") and rerun"
 
@@ -97,7 +100,7 @@ cp "$license" "$dist_info/LICENSE"
   echo "Requires-Dist: six>=1.16"
   if [ "$cuda" = 1 ]; then
     # The libraries the CUDA build links, at the versions it was built with.
-    for pin in $CAFFE_CUDA_RUNTIME_WHEELS; do echo "Requires-Dist: $pin"; done
+    for range in $CAFFE_CUDA_RUNTIME_RANGES; do echo "Requires-Dist: $range"; done
   fi
 } > "$dist_info/METADATA"
 printf 'Wheel-Version: 1.0\nGenerator: deconvnet scripts/build_wheel.sh\nRoot-Is-Purelib: false\nTag: %s-%s-linux_x86_64\n' \
@@ -114,7 +117,10 @@ if [ "$cuda" = 1 ]; then
   done
 fi
 log "repairing with auditwheel for $CAFFE_WHEEL_PLAT"
-PATH="$ROOT/.venv/bin:$PATH" "$py" -m auditwheel repair --strip --plat "$CAFFE_WHEEL_PLAT" "${excludes[@]}" \
+# The build's own and CUDA library folders, wherever the build was made (its rpath may name another machine's).
+libs="$prefix/lib"
+[ "$cuda" = 0 ] || libs="$libs:$cuda_libs/nvidia/cu13/lib:$cuda_libs/nvidia/cudnn/lib:$cuda_libs/nvidia/nccl/lib"
+LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PATH="$ROOT/.venv/bin:$PATH" "$py" -m auditwheel repair --strip --plat "$CAFFE_WHEEL_PLAT" "${excludes[@]}" \
   -w "$tmp/repaired" "$tmp"/raw/*.whl > "$tmp/auditwheel.log" 2>&1 \
   || { cat "$tmp/auditwheel.log" >&2; die "auditwheel repair failed"; }
 wheel=$(ls "$tmp"/repaired/*.whl)

@@ -4,7 +4,8 @@
 # no apt, only the NVIDIA driver and a Python with the nvidia-* CUDA wheels
 # (and torch). Inside, one folder:
 #   bin/       the CUDA `caffe` tool and the gtest binary (Unpooling cases),
-#              built for sm_90 only (the Hopper GPUs we measure on)
+#              built for sm_90 only (the Hopper GPUs we measure on), or for
+#              the architectures of CAFFE_CUDA_PREFIX's build
 #   lib/       libcaffe and every non-CUDA library they load, glibc aside
 #   prototxt/  the benchmark nets and solver (prototxt/benchmark_*)
 #   python/    the PyTorch twin of the network, its benchmark and the report
@@ -13,8 +14,10 @@
 # from the Python's site-packages.
 #
 # Usage: scripts/gpu_kit.sh [--arch LIST] [--out DIR]
-#   --arch LIST  GPU architectures (default: "90")
+#   --arch LIST  GPU architectures (default: "90", or those of CAFFE_CUDA_PREFIX)
 #   --out DIR    where the archive goes (default: dist/)
+# CAFFE_CUDA_PREFIX=DIR and CAFFE_CUDA_LIBS (as for scripts/build_wheel.sh:
+# a CUDA build made elsewhere, for its own architectures) skip the compile.
 # Prints the archive's path as the last line of stdout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,7 +25,7 @@ cd "$ROOT"
 # shellcheck source=engine/pins.sh
 source engine/pins.sh
 
-arch=90
+arch=""
 out="$ROOT/dist"
 MAX_MIB=60
 die() { echo "gpu_kit: error: $*" >&2; exit 1; }
@@ -31,16 +34,19 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --arch) [ $# -ge 2 ] || die "--arch needs a LIST"; arch="$2"; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a DIR"; out="$2"; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
 done
 
-bash scripts/setup.sh --cuda --cuda-arch "$arch" >&2
 py="$ROOT/.venv/bin/python"
-wheels="$ROOT/.cache/cuda-wheels"
-prefix=$(engine/build_caffe.sh --cuda --arch "$arch" --cuda-libs "$wheels" --python "$py" | tail -n 1)
+# shellcheck source=scripts/cuda_build.sh
+source scripts/cuda_build.sh
+[ -n "$arch" ] || [ -n "${CAFFE_CUDA_PREFIX:-}" ] || arch=90   # our GPUs are Hopper
+cuda_build ${arch:+--arch "$arch"}
+prefix=$cuda_prefix
+wheels=$cuda_libs
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gpu_kit.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -59,7 +65,7 @@ is_cuda() {
   case "$1" in libcudart.so*|libcublas*|libcurand.so*|libcudnn*|libnccl.so*|libcuda.so*) return 0 ;; esac
   return 1
 }
-export LD_LIBRARY_PATH="$wheels/nvidia/cu13/lib:$wheels/nvidia/cudnn/lib:$wheels/nvidia/nccl/lib"
+export LD_LIBRARY_PATH="$prefix/lib:$wheels/nvidia/cu13/lib:$wheels/nvidia/cudnn/lib:$wheels/nvidia/nccl/lib"
 ldd "$kit/bin/caffe" "$kit/bin/test.testbin" | awk '$2 == "=>" {print $1, $3}' | sort -u \
   | while read -r soname path; do
       is_glibc "$soname" && continue
@@ -86,7 +92,8 @@ for module in __init__.py common/__init__.py common/constants.py common/recipes.
 done
 cp engine/gpu_kit/run.sh "$kit/run.sh"
 chmod +x "$kit/run.sh"
-cp "$(dirname "$prefix")/src/LICENSE" "$kit/LICENSE.caffe" 2>/dev/null || true
+cp "$(dirname "$prefix")/src/LICENSE" "$kit/LICENSE.caffe" 2>/dev/null \
+  || cp "$(dirname "$prefix")/LICENSE" "$kit/LICENSE.caffe" 2>/dev/null || true
 
 mkdir -p "$out"
 archive="$out/deconvnet-gpu-kit.tar.xz"

@@ -164,3 +164,56 @@ def copy_host_ca_bundle() -> Path | None:
                 dest.write_bytes(text)
             return dest
     return None
+
+
+PROJECT_TAG = "deconvnet:test"
+BUILD_STAGE_TAG = "deconvnet:test-build-stage"
+# Where the image keeps its CUDA build and the CUDA libraries' wheels.
+IMAGE_CUDA_INSTALL = "/opt/deconvnet/.cache/caffe/cuda"
+IMAGE_CUDA_WHEELS = "/opt/deconvnet/.cache/cuda-wheels"
+
+
+def build_project_image(engine: DockerEngine) -> tuple[str, str]:
+    """``docker build`` of the repository (quick when its layers are cached);
+    returns the tag and a one-line record of the build."""
+    start = time.monotonic()
+    base = f"{ensure_base_image(engine)} in {time.monotonic() - start:.0f} s"
+    copy_host_ca_bundle()
+    DATA_ROOT.mkdir(parents=True, exist_ok=True)   # the build's log and times, also with a running daemon
+    log = DATA_ROOT / "build.log"
+    start = time.monotonic()
+    with open(log, "w") as out:
+        built = subprocess.run([engine.client, "build", "--network", "host", "-t", PROJECT_TAG, str(ROOT)],
+                               env=engine.env, stdout=out, stderr=subprocess.STDOUT, timeout=4800)
+    seconds = time.monotonic() - start
+    text = log.read_text()
+    if built.returncode != 0:
+        raise RuntimeError(f"docker build failed (log {log}):\n{text[-5000:]}")
+    size = engine.run("image", "inspect", "-f", "{{.Size}}", PROJECT_TAG, check=True).stdout.strip()
+    if engine.process is not None:
+        # Our daemon's data root keeps the newest build stage (tagged, so that
+        # its CUDA layer stays cached) and drops older generations: with vfs
+        # each one holds several GB.
+        engine.run("build", "--network", "host", "--target", "build", "-t", BUILD_STAGE_TAG, str(ROOT),
+                   timeout=1200, check=True)
+        engine.run("image", "prune", "-f", timeout=1200, check=True)
+    record = (f"{time.strftime('%Y-%m-%d %H:%M')} docker build: {seconds:.0f} s, base image {base}, "
+              f"{text.count('Using cache')} cached steps, image {int(size) / 2**30:.2f} GiB")
+    return PROJECT_TAG, record
+
+
+def copy_cuda_build(engine: DockerEngine, tag: str, dest: Path) -> tuple[Path, Path]:
+    """The image's CUDA build (its install tree, with Caffe's LICENSE beside
+    it) and its CUDA library wheels, copied to ``dest``: the one CUDA compile
+    of a test run, which the CUDA wheel and the GPU kit reuse."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    container = engine.run("create", tag, "true", check=True).stdout.strip()
+    try:
+        engine.run("cp", "-L", f"{container}:{IMAGE_CUDA_INSTALL}", str(dest / "caffe-cuda"), timeout=600,
+                   check=True)
+        engine.run("cp", "-L", f"{container}:{IMAGE_CUDA_WHEELS}", str(dest / "cuda-wheels"), timeout=600,
+                   check=True)
+    finally:
+        engine.run("rm", "-f", container)
+    return dest / "caffe-cuda" / "install", dest / "cuda-wheels"

@@ -132,43 +132,107 @@ import caffe
 
 
 class Raising(caffe.Layer):
+    """Raises in the method its param_str names ("exit": SystemExit in forward)."""
+
     def setup(self, bottom, top):
         if self.param_str == "setup":
             raise ValueError("SENTINEL-7f3a raised in setup")
-        top[0].reshape(2, 3, 4, 4)
 
     def reshape(self, bottom, top):
-        pass
+        if self.param_str == "reshape":
+            raise ValueError("SENTINEL-7f3a raised in reshape")
+        top[0].reshape(*bottom[0].data.shape)
 
     def forward(self, bottom, top):
-        raise RuntimeError("SENTINEL-7f3a raised in forward")
+        if self.param_str == "forward":
+            raise RuntimeError("SENTINEL-7f3a raised in forward")
+        if self.param_str == "exit":
+            raise SystemExit("SENTINEL-7f3a raised in forward")
+        top[0].data[...] = bottom[0].data
 
     def backward(self, top, propagate_down, bottom):
-        pass
+        if self.param_str == "backward":
+            raise RuntimeError("SENTINEL-7f3a raised in backward")
+
+
+class RaisingAtConstruction(caffe.Layer):
+    def __init__(self, param):
+        raise ValueError("SENTINEL-7f3a raised in construction")
 '''
 
 
-@pytest.mark.parametrize("command, where", [("train", "setup"), ("train", "forward"), ("test", "forward"),
-                                            ("time", "forward")])
-def test_python_layer_errors_are_printed_with_the_layer(caffe, tmp_path, command, where):
-    """Issue 12, item 1: the exception's text and the layer's name, not only
-    'terminate called after throwing boost::python::error_already_set'."""
-    write(tmp_path / "raising_layer.py", RAISING_LAYER)
-    write(tmp_path / "net.prototxt", f"""layer {{ name: "feeder" type: "Python" top: "data"
-  python_param {{ module: "raising_layer" layer: "Raising" param_str: "{where}" }} }}
-layer {{ name: "loss" type: "Reduction" bottom: "data" top: "loss" }}
+def python_layer_net(folder, where: str, layer: str = "Raising") -> None:
+    """A net whose Python layer 'feeder' raises in ``where``; force_backward
+    makes Caffe run its backward."""
+    write(folder / "raising_layer.py", RAISING_LAYER)
+    write(folder / "net.prototxt", f"""force_backward: true
+layer {{ name: "source" type: "DummyData" top: "data"
+  dummy_data_param {{ shape {{ dim: 2 dim: 3 dim: 4 dim: 4 }} data_filler {{ type: "gaussian" }} }} }}
+layer {{ name: "feeder" type: "Python" bottom: "data" top: "out"
+  python_param {{ module: "raising_layer" layer: "{layer}" param_str: "{where}" }} }}
+layer {{ name: "loss" type: "Reduction" bottom: "out" top: "loss" loss_weight: 1 }}
 """)
-    write(tmp_path / "solver.prototxt", 'net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 2\n'
-                                        "solver_mode: CPU\n")
+    write(folder / "solver.prototxt", 'net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 2\n'
+                                      "solver_mode: CPU\n")
+
+
+def run_caffe(folder, command: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",
+               PYTHONPATH=f"{folder}:{os.environ.get('PYTHONPATH', '')}")
+    return subprocess.run([CAFFE_COMMAND, command, *args], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("command, where", [("train", "setup"), ("train", "forward"), ("test", "forward"),
+                                            ("time", "forward"), ("train", "reshape"), ("train", "backward"),
+                                            ("test", "reshape")])
+def test_python_layer_errors_are_printed_with_the_layer(caffe, tmp_path, command, where):
+    """Issue 12, item 1 (and issue 26, item 5): the exception's text and the
+    layer's name, not only 'terminate called after throwing
+    boost::python::error_already_set'."""
+    python_layer_net(tmp_path, where)
     (tmp_path / "empty.caffemodel").write_bytes(b"")  # `caffe test` insists on -weights
     args = {"train": ["-solver", "solver.prototxt"],
             "test": ["-model", "net.prototxt", "-weights", "empty.caffemodel", "-iterations", "1"],
             "time": ["-model", "net.prototxt", "-iterations", "1"]}[command]
-    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",
-               PYTHONPATH=f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}")
-    result = subprocess.run([CAFFE_COMMAND, command, *args], cwd=tmp_path, env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = run_caffe(tmp_path, command, *args)
     assert result.returncode != 0
     assert f"SENTINEL-7f3a raised in {where}" in result.stderr, result.stderr[-3000:]
-    assert "Python layer 'feeder' (raising_layer.Raising) raised in" in result.stderr
+    assert f"Python layer 'feeder' (raising_layer.Raising) raised in {where}" in result.stderr
     assert "Traceback" in result.stderr
+
+
+def test_an_error_while_a_python_layer_is_constructed_names_it(caffe, tmp_path):
+    python_layer_net(tmp_path, "", layer="RaisingAtConstruction")
+    result = run_caffe(tmp_path, "train", "-solver", "solver.prototxt")
+    assert result.returncode != 0
+    assert "SENTINEL-7f3a raised in construction" in result.stderr, result.stderr[-3000:]
+    assert ("Python layer 'feeder' (raising_layer.RaisingAtConstruction) raised while it was constructed"
+            in result.stderr)
+
+
+def test_a_system_exit_in_a_layer_is_reported_not_obeyed(caffe, tmp_path):
+    """Python's own error printer would exit quietly with the SystemExit's code."""
+    python_layer_net(tmp_path, "exit")
+    result = run_caffe(tmp_path, "train", "-solver", "solver.prototxt")
+    assert result.returncode != 0
+    assert "SystemExit: SENTINEL-7f3a raised in forward" in result.stderr, result.stderr[-3000:]
+    assert "Python layer 'feeder' (raising_layer.Raising) raised in forward" in result.stderr
+
+
+def test_multi_gpu_training_of_a_net_with_python_layers_says_what_to_do(caffe, tmp_path):
+    """Caffe's multi-GPU training cannot run Python layers: the tool stops
+    before touching a GPU, naming them and the one-GPU command."""
+    python_layer_net(tmp_path, "")
+    result = run_caffe(tmp_path, "train", "-solver", "solver.prototxt", "-gpu", "0,1")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "-gpu 0,1 asks for 2 GPUs" in result.stderr
+    assert "'feeder' (raising_layer.Raising)" in result.stderr and "Train on one GPU: -gpu 0" in result.stderr
+    assert "Check failure" not in result.stderr
+    # Without Python layers the request goes on (and fails here for want of a GPU, differently).
+    write(tmp_path / "net.prototxt", """layer { name: "source" type: "DummyData" top: "data"
+  dummy_data_param { shape { dim: 2 dim: 3 } } }
+layer { name: "loss" type: "Reduction" bottom: "data" top: "loss" loss_weight: 1 }
+""")
+    plain = run_caffe(tmp_path, "train", "-solver", "solver.prototxt", "-gpu", "0,1")
+    assert "asks for 2 GPUs" not in plain.stderr

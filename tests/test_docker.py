@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import numpy as np
 import pytest
 
 from deconvnet.data.voc import write_indexed_png
 
-from docker_engine import DATA_ROOT, DockerEngine, copy_host_ca_bundle, ensure_base_image
+from docker_engine import DATA_ROOT, DockerEngine, build_project_image
 from helpers import ROOT, VENV_BIN, write
 
-TAG = "deconvnet:test"
-BUILD_STAGE_TAG = "deconvnet:test-build-stage"
 CAFFE_PINS = "/opt/deconvnet/engine/pins.sh"
 
 
@@ -47,32 +44,11 @@ def test_dockerfile_builds_through_the_setup_script():
 
 @pytest.fixture(scope="module")
 def image(engine: DockerEngine) -> str:
-    start = time.monotonic()
-    base = f"{ensure_base_image(engine)} in {time.monotonic() - start:.0f} s"
-    copy_host_ca_bundle()
-    DATA_ROOT.mkdir(parents=True, exist_ok=True)   # the build's log and times, also with a running daemon
-    log = DATA_ROOT / "build.log"
-    start = time.monotonic()
-    with open(log, "w") as out:
-        built = subprocess.run([engine.client, "build", "--network", "host", "-t", TAG, str(ROOT)],
-                               env=engine.env, stdout=out, stderr=subprocess.STDOUT, timeout=4800)
-    seconds = time.monotonic() - start
-    text = log.read_text()
-    assert built.returncode == 0, f"docker build failed (log {log}):\n{text[-5000:]}"
-    size = engine.run("image", "inspect", "-f", "{{.Size}}", TAG, check=True).stdout.strip()
-    if engine.process is not None:
-        # Our daemon's data root keeps the newest build stage (tagged, so that
-        # its CUDA layer stays cached) and drops older generations: with vfs
-        # each one holds several GB.
-        engine.run("build", "--network", "host", "--target", "build", "-t", BUILD_STAGE_TAG, str(ROOT),
-                   timeout=1200, check=True)
-        engine.run("image", "prune", "-f", timeout=1200, check=True)
-    record = (f"{time.strftime('%Y-%m-%d %H:%M')} docker build: {seconds:.0f} s, base image {base}, "
-              f"{text.count('Using cache')} cached steps, image {int(size) / 2**30:.2f} GiB")
+    tag, record = build_project_image(engine)
     with open(DATA_ROOT / "build-times.log", "a") as times:   # kept beside the layer cache
         times.write(record + "\n")
     print("\n" + record)
-    return TAG
+    return tag
 
 
 @pytest.mark.slow

@@ -280,3 +280,16 @@ def test_transfer_without_length_keeps_the_partial_file(server, tmp_path):
     assert (tmp_path / "payload.bin.part").stat().st_size == 300_000
     path = download(sha1_only, tmp_path, server.url, retries=0, show_progress=False)
     assert path.read_bytes() == PAYLOAD and server.ranges[-1] == "bytes=300000-"
+
+
+def test_models_readme_lists_what_the_guide_writes_into_models():
+    """Every file docs/REPRODUCE.md's steps write under models/ has a row."""
+    import re
+
+    table = (ROOT / "models" / "README.md").read_text()
+    guide = (ROOT / "docs" / "REPRODUCE.md").read_text()
+    written = set(re.findall(r"--out(?:-weights|-model)? models/([\w.-]+)", guide))
+    assert {"deconvnet_init_vgg16.caffemodel", "deconvnet.caffemodel", "deconvnet_folded.caffemodel",
+            "deconvnet_deploy_folded.prototxt"} <= written
+    missing = [name for name in written if f"`{name}`" not in table]
+    assert missing == []

@@ -1,5 +1,6 @@
 """The 2014 FCN-8s partner (fcn-8s-pascal.caffemodel) in its own layout: a
-random caffemodel saved in that layout loads into the committed deploy net,
+random caffemodel written in that layout, from the 2014 model's own layer
+table and not from our prototxt, loads into the committed deploy net,
 and the ensemble with it keeps the image's size for odd sizes, both rules."""
 from __future__ import annotations
 
@@ -8,22 +9,48 @@ import pytest
 
 from deconvnet.common.cli import PROTOTXT
 from deconvnet.infer.aggregation import softmax
-from deconvnet.infer.models import FCNModel
+from deconvnet.infer.models import FCNModel, WeightsMismatch
+from deconvnet.net.stand_in_weights import write_stand_in
 from deconvnet.infer.pipeline import ensemble
 
 DEPLOY = PROTOTXT / "fcn8s_2014_deploy.prototxt"
 
 
 @pytest.fixture(scope="module")
-def random_2014_model(caffe, tmp_path_factory):
-    net = caffe.Net(str(DEPLOY), caffe.TEST)
-    rng = np.random.default_rng(0)
-    for blobs in net.params.values():
-        for blob in blobs:
-            blob.data[...] = rng.normal(0, 0.01, blob.data.shape).astype(np.float32)
-    path = tmp_path_factory.mktemp("fcn2014") / "fcn-8s-pascal.caffemodel"
-    net.save(str(path))
-    return path
+def random_2014_model(tmp_path_factory):
+    """A random fcn-8s-pascal.caffemodel written from the 2014 model's layer
+    table (deconvnet.net.stand_in_weights: V1 format, legacy 4-D blobs),
+    independently of our deploy prototxt."""
+    return write_stand_in("fcn8s-pascal-2014", tmp_path_factory.mktemp("fcn2014") / "fcn-8s-pascal.caffemodel")
+
+
+def test_the_stand_in_holds_the_2014_layout(random_2014_model):
+    """Decoded by protobuf, not by Caffe: a V1 net (``layers``) with the 2014
+    names, types and legacy blob dimensions."""
+    from caffe.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(random_2014_model.read_bytes())
+    assert not net.layer and len(net.layers) == 21
+    layers = {layer.name: layer for layer in net.layers}
+    dims = {name: [(b.num, b.channels, b.height, b.width) for b in layer.blobs] for name, layer in layers.items()}
+    assert dims["score2"] == [(21, 21, 4, 4), (1, 1, 1, 21)] and dims["upsample"] == [(21, 21, 16, 16)]
+    assert dims["fc6"] == [(4096, 512, 7, 7), (1, 1, 1, 4096)]
+    assert layers["score2"].type == caffe_pb2.V1LayerParameter.DECONVOLUTION
+    assert layers["score-fr"].type == caffe_pb2.V1LayerParameter.CONVOLUTION
+    assert len(layers["fc7"].blobs[0].data) == 4096 * 4096
+
+
+def test_a_caffemodel_with_other_names_is_refused(caffe, tmp_path):
+    """The check can fail: the heavy model's names (score_fr, upscore2) leave
+    the 2014 deploy net's score layers unloaded, and loading stops."""
+    from deconvnet.net.stand_in_weights import FCN8S_2014_LAYERS, write_v1_caffemodel
+
+    renamed = tuple((name.replace("score-fr", "score_fr").replace("score2", "upscore2"), kind, shapes)
+                    for name, kind, shapes in FCN8S_2014_LAYERS)
+    path = write_v1_caffemodel(tmp_path / "other.caffemodel", "FCN-8s", renamed)
+    with pytest.raises(WeightsMismatch, match="score-fr"):
+        FCNModel(DEPLOY, path)
 
 
 def test_layout_names_and_blobs(caffe):

@@ -347,12 +347,21 @@ def test_gradient_edges_do_not_depend_on_buffer_alignment(synthetic):
             np.testing.assert_array_equal(orientation, results[0][1], err_msg=str(path))
 
 
-def test_two_clean_stage2_builds_are_identical(synthetic, tmp_path):
+@pytest.mark.parametrize("edges", ["gradient", "structured"])
+def test_two_clean_stage2_builds_are_identical(synthetic, tmp_path, edges):
+    """Both edge kinds (structured: a random forest in OpenCV's model format,
+    which the installed OpenCV runs), two workers each."""
+    from deconvnet.data.stand_in import write_sed_model
+
     voc, sbd = synthetic
+    flags = ["--edges", "gradient"] if edges == "gradient" else \
+        ["--edge-model", write_sed_model(tmp_path / "sed_model.yml.gz")]
     for name in ("a", "b"):
         result = run(BUILD, "--stage", "2", "--voc", voc, "--sbd", sbd, "--out", tmp_path / name / "s2",
-                     "--edges", "gradient", "--workers", "2")
+                     *flags, "--workers", "2")
         assert result.returncode == 0, result.stderr[-2000:]
+        manifest = json.loads((tmp_path / name / "s2" / "manifest.json").read_text())
+        assert ("sed_model" in json.dumps(manifest["edges"])) == (edges == "structured"), manifest["edges"]
     a, b = CropDB(tmp_path / "a" / "s2"), CropDB(tmp_path / "b" / "s2")
     assert a.num_records == b.num_records
     np.testing.assert_array_equal(a.index, b.index)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -245,6 +246,30 @@ def test_gpu_problems_are_named():
     assert gpu_problem(1, CUDA_BUILD, loader(FakeCuda(count=2))) is None     # the negative case: all is well
     assert gpu_problem(0, WHEEL_BUILD, loader(FakeCuda())) is None
     assert isinstance(ctypes.c_int(0).value, int)
+
+
+def test_an_old_driver_is_named_with_the_version_it_has_and_needs(tmp_path):
+    """Issue 26, item 8: the installed driver's version (from the file the
+    kernel module writes) and the one CUDA 13 needs."""
+    proc = tmp_path / "version"
+    proc.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 01:44:30 UTC 2024\n"
+                    "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+    old = machine.gpu_problem(0, CUDA_BUILD, loader(FakeCuda(driver=12040)), driver_file=proc)
+    assert "driver 550.54.14 supports CUDA 12.4" in old and "needs driver 580 or newer" in old
+    open_kernel = tmp_path / "open"
+    open_kernel.write_text("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  575.51.03  Release Build\n")
+    assert machine.driver_version(open_kernel) == "575.51.03"
+    assert machine.driver_version(tmp_path / "absent") is None
+    # A new enough driver is no problem, whatever its file says.
+    assert machine.gpu_problem(0, CUDA_BUILD, loader(FakeCuda(driver=13000)), driver_file=proc) is None
+
+
+def test_the_image_and_readme_state_the_driver_cuda_13_needs():
+    needed = machine.DRIVER_FOR[13000]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f'NVIDIA_REQUIRE_CUDA="cuda>=13.0 driver>={needed}"' in dockerfile
+    assert re.search(rf"driver {needed} or newer", (ROOT / "README.md").read_text())
+    assert "dist" in (ROOT / ".dockerignore").read_text().split()
 
 
 @pytest.mark.parametrize("tool, extra", [

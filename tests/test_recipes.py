@@ -228,3 +228,24 @@ def test_the_benchmark_solver_has_the_release_weight_decay():
     text_format.Merge((ROOT / "prototxt" / "benchmark_solver.prototxt").read_text(), solver)
     assert solver.iter_size == 8
     assert solver.weight_decay == pytest.approx(0.0005 / 8)  # the released update under this Caffe
+
+
+def test_proposal_crops_are_padded_black_as_the_release_does():
+    """A box over the image's corner: beyond the image the release's crop is
+    its zero-padded image (black, so -mean after subtraction); "mean" pads
+    with the mean colour (0 after subtraction)."""
+    from deconvnet.common.constants import MEAN_BGR
+    from deconvnet.infer.aggregation import proposal_batch
+
+    image = np.full((40, 40, 3), 200, np.uint8)
+    box = np.array([[-20, -20, 20, 20]], np.float32)  # its enlarged box leaves the image up and left
+    black, _ = proposal_batch(image, box, 16)
+    mean, _ = proposal_batch(image, box, 16, padding="mean")
+    expected_black = -np.asarray(MEAN_BGR, np.float32)
+    np.testing.assert_allclose(black[0, :, 0, 0], expected_black, atol=1e-4)   # top-left: outside
+    np.testing.assert_allclose(mean[0, :, 0, 0], np.round(MEAN_BGR) - np.asarray(MEAN_BGR), atol=1e-4)
+    np.testing.assert_allclose(black[0, :, -1, -1], 200 - np.asarray(MEAN_BGR), atol=1e-3)  # inside: the same
+    np.testing.assert_allclose(mean[0, :, -1, -1], black[0, :, -1, -1])
+    assert RELEASE.proposal_padding == "black"
+    with pytest.raises(ValueError, match="padding must be black or mean"):
+        proposal_batch(image, box, 16, padding="zero")

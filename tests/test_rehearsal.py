@@ -77,7 +77,7 @@ def test_the_rehearsal_logs_its_overrides_and_runs_every_step(rehearsal):
     assert len(logs) == 1
     log = logs[0].read_text()
     for override in ("--batch-per-pass 2 --iter-size 1", "--max-iter 2", "--batches 2", "--top-k 3",
-                     "no --gpu"):
+                     "no --gpu", f"--edge-model {folder}/models/sed_model.yml.gz"):
         assert override in log, override
     assert [int(n) for n in re.findall(r"== step (\d+):", log)] == list(range(2, 10))
     assert "done: steps 2 to 9" in log
@@ -97,6 +97,9 @@ def test_every_file_the_guide_writes_exists(rehearsal):
         for split in ("train", "test"):
             assert (folder / "data" / "lmdb" / f"stage{stage}_{split}" / "manifest.json").is_file()
     assert (folder / "runs" / "train" / "stage2" / "snapshot_iter_2.caffemodel").is_file()
+    # Stage 2's proposals came from the stand-in structured-edge model, as step 1's would.
+    manifest = json.loads((folder / "data" / "lmdb" / "stage2_train" / "manifest.json").read_text())
+    assert "sed_model.yml.gz" in json.dumps(manifest["edges"]), manifest["edges"]
 
 
 @pytest.mark.slow

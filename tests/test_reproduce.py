@@ -156,6 +156,8 @@ def test_the_rehearsal_runs_the_guide_with_its_overrides_only():
             tool = command.split()[1]
             if tool == "tools/infer.py":
                 moved += " --top-k 3" + ("" if "--voc-submission" in command else " --list /r/rehearsal_val.txt")
+            if tool in ("tools/infer.py", "tools/proposal_recall.py") or "--stage 2" in command:
+                moved += " --edge-model /r/models/sed_model.yml.gz"
             expected.append(moved + overrides.get(tool, ""))
         if step == 4:
             expected.insert(0, "python tools/make_prototxt.py --out /r/prototxt --root /r --batch-per-pass 2 "

@@ -4,10 +4,13 @@ policy, then installed and run in bare Debian 12 containers (debootstrap's
 minbase plus python3 and python3-venv) with no network: pip takes only our
 wheel and its PyPI dependencies from a local folder.
 
-The CUDA wheel and the kit share one CUDA build, for sm_90 only (the kit's
-architecture): one compile for both."""
+The CUDA wheel and the kit are made from the CUDA build of the Docker image
+(tests/test_docker.py builds it first; here the same `docker build` finds
+every layer cached): the run's one CUDA compile, for every pinned
+architecture."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import zipfile
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from docker_engine import DockerEngine, ensure_base_image
+from docker_engine import DockerEngine, build_project_image, copy_cuda_build, ensure_base_image
 from helpers import ROOT, VENV_BIN
 
 pytestmark = pytest.mark.slow
@@ -36,8 +39,9 @@ UNPACK_KIT = "python3 -c \"import tarfile; tarfile.open('/dist/deconvnet-gpu-kit
 NVIDIA_SONAMES = re.compile(r"^lib(cudart|cublas|cublasLt|curand|cudnn\w*|nccl)\.so")
 
 
-def build(*args: str, timeout: float = 3600) -> Path:
-    out = subprocess.run(["bash", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def build(*args: str, timeout: float = 3600, env: dict[str, str] | None = None) -> Path:
+    out = subprocess.run(["bash", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                         env=dict(os.environ, **(env or {})))
     assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stderr[-5000:]}"
     return Path(out.stdout.strip().splitlines()[-1])
 
@@ -48,13 +52,22 @@ def cpu_wheel() -> Path:
 
 
 @pytest.fixture(scope="module")
-def cuda_wheel() -> Path:
-    return build("scripts/build_wheel.sh", "--cuda", "--arch", "90")
+def image_cuda_build(engine) -> dict[str, str]:
+    """CAFFE_CUDA_PREFIX and CAFFE_CUDA_LIBS: the Docker image's CUDA build,
+    for build_wheel.sh --cuda and gpu_kit.sh instead of a compile of their own."""
+    tag, _ = build_project_image(engine)
+    prefix, libs = copy_cuda_build(engine, tag, ROOT / ".cache" / "image-cuda")
+    return {"CAFFE_CUDA_PREFIX": str(prefix), "CAFFE_CUDA_LIBS": str(libs)}
 
 
 @pytest.fixture(scope="module")
-def gpu_kit(cuda_wheel) -> Path:   # after the wheel: the same build, already done
-    return build("scripts/gpu_kit.sh")
+def cuda_wheel(image_cuda_build) -> Path:
+    return build("scripts/build_wheel.sh", "--cuda", env=image_cuda_build)
+
+
+@pytest.fixture(scope="module")
+def gpu_kit(image_cuda_build) -> Path:
+    return build("scripts/gpu_kit.sh", env=image_cuda_build)
 
 
 def metadata(wheel: Path) -> tuple[list[str], str]:
@@ -77,7 +90,7 @@ def test_wheel_name_and_metadata(kind, request):
     # CPython 3.11 (Debian 12's). The platform tags (a compressed set)
     # include Debian 12's glibc, 2.36, and none newer; auditwheel adds the
     # oldest glibc whose symbol versions suffice.
-    version = r"1\.0\.0\.post20180821" + ("" if kind == "cpu" else r"\+sm90")   # --arch 90
+    version = r"1\.0\.0\.post20180821"   # every pinned architecture: no +smNN
     found = re.fullmatch(rf"{dist}-{version}-cp311-cp311-([\w.]+)\.whl", wheel.name)
     assert found, wheel.name
     platforms = found.group(1).split(".")
@@ -94,9 +107,11 @@ def test_wheel_name_and_metadata(kind, request):
     if kind == "cpu":
         assert nvidia == [] and bundled_cuda == []
     else:
-        assert [r.split("==")[0] for r in nvidia] == [
+        assert [re.split("[<>=]", r)[0] for r in nvidia] == [
             "nvidia-cublas", "nvidia-cuda-runtime", "nvidia-cudnn-cu13", "nvidia-curand", "nvidia-nccl-cu13"]
-        assert all("==" in r for r in nvidia), nvidia
+        # Ranges within CUDA 13, cuDNN 9 and NCCL 2, from the pinned builds' versions up.
+        assert nvidia == sorted(lowest_bound_ranges()), nvidia
+        assert "nvidia-cudnn-cu13>=9.13.0.50,<10" in nvidia and "nvidia-cublas>=13.0.2.14,<14" in nvidia
         assert bundled_cuda == [], f"CUDA libraries bundled: {bundled_cuda}"
     # Caffe was built without OpenCV (and its GDAL, codecs, ...).
     assert not [n for n in names if "opencv" in n or "gdal" in n]
@@ -150,12 +165,37 @@ def python_image(engine: DockerEngine) -> str:
     return PYTHON_IMAGE
 
 
+def pinned(variable: str) -> list[str]:
+    """A list of engine/pins.sh, as the build scripts read it."""
+    out = subprocess.run(["bash", "-c", f'source engine/pins.sh && echo "${variable}"'], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+def lowest_bound_ranges() -> list[str]:
+    """The CUDA wheel's requirements as its METADATA states them: name>=pin,<major+1."""
+    ranges = []
+    for pin in pinned("CAFFE_CUDA_RUNTIME_WHEELS"):
+        name, version = pin.split("==")
+        ranges.append(f"{name}>={version},<{int(version.split('.')[0]) + 1}")
+    return ranges
+
+
+def lowest_bounds(folder: Path) -> Path:
+    """A constraints file holding each nvidia-* requirement at its lowest bound."""
+    path = folder / "lowest-bounds.txt"
+    path.write_text("".join(f"{pin}\n" for pin in pinned("CAFFE_CUDA_RUNTIME_WHEELS")))
+    return path
+
+
 def wheelhouse(*requirements: str) -> Path:
     """Our wheels and what pip resolves for them, downloaded here (cached),
-    so that the containers install with --no-index and no network."""
+    so that the containers install with --no-index and no network. The
+    nvidia-* wheels are taken at the CUDA wheel's lowest bounds."""
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
     out = subprocess.run([str(VENV_BIN / "python"), "-m", "pip", "download", "-q", "--only-binary", ":all:",
-                          "-d", str(WHEELHOUSE), *requirements], capture_output=True, text=True, timeout=3600)
+                          "-c", str(lowest_bounds(WHEELHOUSE)), "-d", str(WHEELHOUSE), *requirements],
+                         capture_output=True, text=True, timeout=3600)
     assert out.returncode == 0, out.stderr[-3000:]
     return WHEELHOUSE
 
@@ -225,7 +265,8 @@ def cuda_container(engine, python_image, cuda_wheel, gpu_kit, tmp_path_factory) 
     (check / "unpool_on_cpu.py").write_text(UNPOOL_ON_CPU)
     script = f"""set -e
 python3 -m venv /v
-/v/bin/pip install -q --no-index --find-links /wheelhouse /dist/{cuda_wheel.name}
+/v/bin/pip install -q --no-index --find-links /wheelhouse -c /wheelhouse/lowest-bounds.txt /dist/{cuda_wheel.name}
+/v/bin/pip list --format=freeze | grep '^nvidia-' | sed 's/^/INSTALLED /'
 cd /tmp
 /v/bin/python /check/unpool_on_cpu.py
 set +e
@@ -239,6 +280,11 @@ sed 's/^/KIT /' kit.log
 """
     return engine.run_container(python_image, script, f"{cuda_wheel.parent}:/dist:ro", f"{house}:/wheelhouse:ro",
                                 f"{check}:/check:ro", timeout=1800)
+
+
+def test_cuda_wheel_installs_at_the_lowest_bounds_of_its_ranges(cuda_container):
+    installed = {line.split()[1] for line in cuda_container.stdout.splitlines() if line.startswith("INSTALLED ")}
+    assert set(pinned("CAFFE_CUDA_RUNTIME_WHEELS")) <= installed, sorted(installed)
 
 
 def test_cuda_wheel_imports_and_runs_on_the_cpu(cuda_container):

@@ -10,6 +10,9 @@ the paper and the authors' release disagree on; single flags override it:
   --min-box-side, --box-side-of  release: skip proposals whose enlarged box
                  has a side under 112 px (the whole image when none is left);
                  paper: no minimum
+  --proposal-padding  both: black (what fills a crop beyond the image: the
+                 release zero-pads the image before cropping); mean: the mean
+                 colour, as the training crops are padded
   --ensemble     release: product (aggregated DeconvNet scores times
                  max(0, FCN-8s scores), then softmax, then CRF); paper: mean
                  (average of the two probability maps, then CRF)
@@ -169,9 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-model", default="",
                    help="structured-edge model.yml.gz (default: models/sed_model.yml.gz if present)")
     add_recipe_option(p)
-    add_field_options(p, "min_box_side", "box_side_of", "edges", help=dict(
+    add_field_options(p, "min_box_side", "box_side_of", "proposal_padding", "edges", help=dict(
         min_box_side="skip proposals whose shorter side is below this", box_side_of="the box that side is "
-        "measured on: enlarged (1.2x, cropped) or proposal", edges="Edge Boxes' edges"))
+        "measured on: enlarged (1.2x, cropped) or proposal", edges="Edge Boxes' edges",
+        proposal_padding="what fills a proposal crop beyond the image: black (the release's zero-padded "
+        "image) or mean (the mean colour)"))
     crf = p.add_argument_group("dense CRF")
     crf.add_argument("--crf", action="store_true", help="apply the fully connected CRF")
     add_options(crf, CRFParams, prefix="crf-")

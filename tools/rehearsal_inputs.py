@@ -10,6 +10,8 @@ its rehearsal (experiments/reproduce.sh --rehearsal DIR runs this first):
   DIR/data/VOC2012_test/JPEGImages   2 images for the test-server step
   DIR/models/VGG_ILSVRC_16_layers.caffemodel, fcn-8s-pascal.caffemodel
       random weights, full size, in the released files' V1 layout
+  DIR/models/sed_model.yml.gz        a random structured-edge forest in
+      OpenCV's model format (the proposals run on structured edges)
   DIR/rehearsal_val.txt              the 2 val images the rehearsal segments
 
 Parts already there are kept, so a rerun is quick.
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from deconvnet.common.cli import run_tool, setup_logging
 from deconvnet.data.download import ASSETS, extract
-from deconvnet.data.stand_in import REHEARSAL_SPEC, write_archives, write_test_images
+from deconvnet.data.stand_in import REHEARSAL_SPEC, write_archives, write_sed_model, write_test_images
 from deconvnet.data.voc import read_split
 from deconvnet.net.stand_in_weights import STAND_INS, write_stand_in
 
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         path = models / ASSETS[name].filename
         if not path.exists():
             write_stand_in(name, path)
+    sed_model = models / ASSETS["sed-model"].filename
+    if not sed_model.exists():
+        write_sed_model(sed_model)
     val = read_split(data / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt")
     (args.dir / "rehearsal_val.txt").write_text("".join(f"{i}\n" for i in val[:VAL_IMAGES]))
     logging.info("stand-in inputs ready under %s", args.dir)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +41,19 @@ def _version(number: int) -> str:
     return f"{number // 1000}.{number % 1000 // 10}"
 
 
-def gpu_problem(gpu: int, libraries: list[str], load: Callable[[str], object] = ctypes.CDLL) -> str | None:
+def driver_version(proc_file: Path = Path("/proc/driver/nvidia/version")) -> str | None:
+    """The NVIDIA kernel driver's version (such as 550.54.14), from the file
+    the driver writes; None where there is none."""
+    try:
+        text = proc_file.read_text()
+    except OSError:
+        return None
+    match = re.search(r"Kernel Module\s+(?:for \S+\s+)?(\d+\.\d+(?:\.\d+)?)", text)
+    return match.group(1) if match else None
+
+
+def gpu_problem(gpu: int, libraries: list[str], load: Callable[[str], object] = ctypes.CDLL,
+                driver_file: Path = Path("/proc/driver/nvidia/version")) -> str | None:
     """Why Caffe cannot run on GPU ``gpu`` (None when it can), from the
     libraries pycaffe loaded and the driver's answers: a CPU-only build (no
     CUDA library among them), no driver, a driver older than the CUDA
@@ -62,9 +75,11 @@ def gpu_problem(gpu: int, libraries: list[str], load: Callable[[str], object] = 
     have = ctypes.c_int(0)
     driver.cuDriverGetVersion(ctypes.byref(have))  # type: ignore[attr-defined]
     if need.value and have.value < need.value:
-        return (f"the NVIDIA driver supports CUDA {_version(have.value)}, but this Caffe was built with CUDA "
-                f"{_version(need.value)}; update the driver (CUDA {_version(need.value)} needs "
-                f"{DRIVER_FOR.get(need.value // 1000 * 1000, 'a newer one')} or newer), or leave out --gpu")
+        installed = driver_version(driver_file)
+        return (f"the NVIDIA driver{' ' + installed if installed else ''} supports CUDA {_version(have.value)}, "
+                f"but this Caffe was built with CUDA {_version(need.value)}, which needs driver "
+                f"{DRIVER_FOR.get(need.value // 1000 * 1000, 'a newer one')} or newer; update the driver, or "
+                "leave out --gpu")
     status = driver.cuInit(0)  # type: ignore[attr-defined]
     count = ctypes.c_int(0)
     if status != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:  # type: ignore[attr-defined]

@@ -170,7 +170,7 @@ def structured_edges(image: np.ndarray, model: str) -> tuple[np.ndarray, np.ndar
     rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
     edges = sed.detectEdges(rgb)
     orientation = sed.computeOrientation(edges)
-    return sed.edgesNms(edges, orientation, 2, 0, 1, True), orientation
+    return sed.edgesNms(edges, orientation, r=2, s=0, m=1.0, isParallel=True), orientation
 
 
 def _as_arrays(boxes, scores) -> tuple[np.ndarray, np.ndarray]:

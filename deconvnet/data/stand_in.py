@@ -1,5 +1,6 @@
-"""Stand-ins for the dataset archives of docs/REPRODUCE.md, step 1, for the
-rehearsal of the guide (``experiments/reproduce.sh --rehearsal``).
+"""Stand-ins for the downloads of docs/REPRODUCE.md, step 1, for the
+rehearsal of the guide (``experiments/reproduce.sh --rehearsal``) and for
+tests: the dataset archives and a structured-edge model.
 
 The synthetic images (``synthetic``) are drawn at real VOC sizes, named
 with VOC's id pattern, with SBD's boundary cells in its ``.mat`` structs,
@@ -12,6 +13,7 @@ leave.
 """
 from __future__ import annotations
 
+import gzip
 import logging
 import shutil
 import tarfile
@@ -19,6 +21,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from deconvnet.common.atomic import atomic_path
@@ -73,3 +76,63 @@ def write_test_images(folder: Path, count: int = 2, spec: SyntheticSpec = REHEAR
                 Image.fromarray(render(index, test_spec)[0][:, :, ::-1]).save(tmp, format="JPEG", quality=95)
         written.append(path)
     return written
+
+
+# The structured-edge model's options as OpenCV's StructuredEdgeDetection reads
+# them (those of Dollar and Zitnick's released model: 32-px patches predicting
+# their inner 16 px, features shrunk 2x, 4 gradient orientations, a 5x5
+# self-similarity grid).
+SED_STAND_IN_OPTIONS = dict(stride=2, shrinkNumber=2, patchSize=32, patchInnerSize=16,
+                            numberOfGradientOrientations=4, gradientSmoothingRadius=0,
+                            regFeatureSmoothingRadius=2, ssFeatureSmoothingRadius=8,
+                            gradientNormalizationRadius=4, selfsimilarityGridSize=5, numberOfTrees=4,
+                            numberOfTreesToEvaluate=2)
+
+
+def sed_model_text(seed: int = 0, depth: int = 6) -> str:
+    """A random structured-edge forest in OpenCV's model format: complete
+    binary trees (node n's children at 2n+1 and 2n+2, so ``childs`` holds the
+    right one), random features and thresholds, and at each leaf a random
+    straight edge through the 16x16 inner patch (``edgeBins`` are pixel
+    indices, ``edgeBoundaries`` each node's start in them, over all trees)."""
+    rng = np.random.default_rng(seed)
+    o = SED_STAND_IN_OPTIONS
+    channels = 2 * (o["numberOfGradientOrientations"] + 1) + 3
+    cells = o["selfsimilarityGridSize"] ** 2
+    features = (o["patchSize"] // o["shrinkNumber"]) ** 2 * channels + cells * (cells - 1) // 2 * channels
+    nodes = 2 ** (depth + 1) - 1
+    inner = o["patchInnerSize"]
+    yy, xx = np.mgrid[:inner, :inner]
+    trees: dict[str, list[list]] = {k: [] for k in ("childs", "featureIds", "thresholds", "edgeBoundaries",
+                                                      "edgeBins")}
+    start = 0
+    for tree in range(o["numberOfTrees"]):
+        leaf = np.arange(nodes) >= nodes // 2
+        trees["childs"].append([0 if leaf[n] else 2 * n + 2 for n in range(nodes)])
+        trees["featureIds"].append([0 if leaf[n] else int(rng.integers(features)) for n in range(nodes)])
+        trees["thresholds"].append([0.0 if leaf[n] else round(float(rng.uniform(0, 0.3)), 4) for n in range(nodes)])
+        boundaries, bins = [], []
+        for n in range(nodes):
+            boundaries.append(start + len(bins))
+            if leaf[n] and rng.random() < 0.5:
+                angle = rng.uniform(0, np.pi)
+                offset = rng.uniform(-4, 4)
+                line = np.abs((xx - inner / 2) * np.sin(angle) - (yy - inner / 2) * np.cos(angle) - offset) < 0.7
+                bins += [int(i) for i in np.flatnonzero(line.ravel())]
+        if tree == o["numberOfTrees"] - 1:
+            boundaries.append(start + len(bins))  # the end of the last node's bins
+        start += len(bins)
+        trees["edgeBoundaries"].append(boundaries)
+        trees["edgeBins"].append(bins)
+    lines = ["%YAML:1.0", "options:"] + [f"   {k}: {v}" for k, v in o.items()]
+    for key, per_tree in trees.items():
+        lines.append(f"{key}:")
+        lines += [f"   - [ {', '.join(str(v) for v in values)} ]" for values in per_tree]
+    return "\n".join(lines) + "\n"
+
+
+def write_sed_model(path: Path, seed: int = 0) -> Path:
+    """The random structured-edge model, gzipped as sed_model.yml.gz is."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gzip.compress(sed_model_text(seed).encode(), mtime=0))
+    return path
