@@ -54,7 +54,7 @@ while [ $# -gt 0 ]; do
 done
 
 PY=${PYTHON:-$ROOT/.venv/bin/python}
-[ "$dry" = 1 ] || [ -x "$PY" ] || { echo "reproduce: no $PY; run bash scripts/setup.sh first" >&2; exit 1; }
+[ "$dry" = 1 ] || [ -x "$PY" ] || { echo "reproduce: no $PY; run bash scripts/setup.sh --use-cuda first (bash scripts/setup.sh without a GPU)" >&2; exit 1; }
 case "$recipe" in release|paper) ;; *) echo "reproduce: --recipe must be release or paper, not '$recipe'" >&2; exit 2 ;; esac
 
 # Where each step reads and writes, relative to the repository root; a

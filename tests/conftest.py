@@ -1,7 +1,10 @@
 """Fixtures (the built Caffe, a Docker engine) and the test tiers: ``slow``
 tests run unless deselected with -m "not slow"; ``gpu`` tests run where an
 NVIDIA GPU is present and are deselected, with a line saying so, where none
-is."""
+is; ``docker_image`` tests (the image's build and what runs in it) run only
+when asked for, with DECONVNET_TESTS=all or -m docker_image: CI's run
+leaves them out to stay within its time (docs/BENCHMARKS.md, "CI from
+nothing")."""
 from __future__ import annotations
 
 import os
@@ -12,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from docker_engine import LABEL, RUN_DIR, existing_engine, own_mounts, own_processes, start_engine
-from helpers import CAFFE_CACHE, SETUP_HINT
+from helpers import CAFFE_CACHE, SETUP_HINT, docker_image_tier
 
 # Caffe logs to stderr through glog; keep test output readable.
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -29,18 +32,24 @@ def gpu_present() -> bool:
     return listed.returncode == 0 and "GPU " in listed.stdout
 
 
+def _deselect(config: pytest.Config, items: list[pytest.Item], marker: str, note: str) -> None:
+    chosen = [item for item in items if item.get_closest_marker(marker)]
+    if chosen:
+        config.hook.pytest_deselected(items=chosen)
+        items[:] = [item for item in items if not item.get_closest_marker(marker)]
+        config._deconvnet_notes = getattr(config, "_deconvnet_notes", []) + [f"{len(chosen)} {note}"]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
-    if gpu_items and not gpu_present():
-        config.hook.pytest_deselected(items=gpu_items)
-        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
-        config._deconvnet_gpu_note = (f"{len(gpu_items)} gpu test(s) deselected: no NVIDIA GPU answers "
-                                      "nvidia-smi on this machine")
+    if not gpu_present():
+        _deselect(config, items, "gpu", "gpu test(s) deselected: no NVIDIA GPU answers nvidia-smi on this machine")
+    if not docker_image_tier(config):
+        _deselect(config, items, "docker_image", "docker_image test(s) deselected: the image's build is not in "
+                  "this run (DECONVNET_TESTS=all bash scripts/test.sh runs them)")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    note = getattr(config, "_deconvnet_gpu_note", None)
-    if note:
+    for note in getattr(config, "_deconvnet_notes", []):
         terminalreporter.write_line(note)
 
 

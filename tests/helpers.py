@@ -52,3 +52,9 @@ def apt_install(*packages: str) -> None:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+
+
+def docker_image_tier(config) -> bool:
+    """Whether this pytest run builds the Docker image (DECONVNET_TESTS=all or
+    -m docker_image), and so takes the wheels' CUDA build from it."""
+    return os.environ.get("DECONVNET_TESTS") == "all" or "docker_image" in (config.getoption("-m") or "")

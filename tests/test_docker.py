@@ -52,18 +52,21 @@ def image(engine: DockerEngine) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.docker_image
 def test_pycaffe_has_the_unpooling_layer(engine, image):
     out = engine.run_container(image, "python -c \"import caffe; assert 'Unpooling' in caffe.layer_type_list()\"")
     assert out.returncode == 0, out.stderr[-3000:]
 
 
 @pytest.mark.slow
+@pytest.mark.docker_image
 def test_caffe_command(engine, image):
     out = engine.run_container(image, "caffe --version")
     assert out.returncode == 0 and "caffe version 1.0.0" in out.stdout + out.stderr, out.stderr[-3000:]
 
 
 @pytest.mark.slow
+@pytest.mark.docker_image
 def test_device_query_without_a_gpu_fails_clearly(engine, image):
     out = engine.run_container(image, "caffe device_query -gpu 0")
     # A message and exit status 1, not a CHECK failure's abort (134) and stack trace.
@@ -73,6 +76,7 @@ def test_device_query_without_a_gpu_fails_clearly(engine, image):
 
 
 @pytest.mark.slow
+@pytest.mark.docker_image
 def test_quick_demo_in_the_image(engine, image):
     """The CUDA build on the CPU: cuDNN layers are chosen only in GPU mode."""
     out = engine.run_container(image, "python tools/demo.py --quick --out /tmp/demo && cat /tmp/demo/report.md")
@@ -81,6 +85,7 @@ def test_quick_demo_in_the_image(engine, image):
 
 
 @pytest.mark.slow
+@pytest.mark.docker_image
 def test_eval_voc_in_the_image(engine, image, tmp_path):
     # The hand-computed case of test_eval_voc: IoU bkg 2/5, aeroplane 3/5, person 1/2.
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
@@ -99,6 +104,7 @@ def test_eval_voc_in_the_image(engine, image, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.docker_image
 def test_image_holds_the_cuda_build(engine, image):
     """Device code for every pinned architecture, PTX, our kernels, the
     pinned toolkit, and every CUDA library resolved inside the image."""

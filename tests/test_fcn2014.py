@@ -10,8 +10,8 @@ import pytest
 from deconvnet.common.cli import PROTOTXT
 from deconvnet.infer.aggregation import softmax
 from deconvnet.infer.models import FCNModel, WeightsMismatch
-from deconvnet.net.stand_in_weights import write_stand_in
 from deconvnet.infer.pipeline import ensemble
+from deconvnet.net.stand_in_weights import write_stand_in
 
 DEPLOY = PROTOTXT / "fcn8s_2014_deploy.prototxt"
 

@@ -93,7 +93,9 @@ def test_softmax_matches_plain_loop():
 def test_select_boxes_filters_then_takes_top_k():
     boxes = np.array([[0, 0, 50, 200], [0, 0, 150, 150], [10, 10, 200, 130], [0, 0, 300, 300]], np.float32)
     np.testing.assert_array_equal(select_boxes(boxes, (400, 400), top_k=2, min_side=112), boxes[1:3])
-    np.testing.assert_array_equal(select_boxes(boxes, (400, 400), top_k=50), boxes)
+    np.testing.assert_array_equal(select_boxes(boxes, (400, 400), top_k=50, min_side=0), boxes)
+    # The default is the release's: a 112-px minimum on the enlarged box (the first is 60 px wide).
+    np.testing.assert_array_equal(select_boxes(boxes, (400, 400)), boxes[1:])
     # Nothing left: the whole image is the one proposal.
     whole = select_boxes(boxes, (40, 60), top_k=5, min_side=1000)
     np.testing.assert_array_equal(whole, [[0, 0, 60, 40]])

@@ -158,7 +158,8 @@ def test_snapshot_retention_and_best(caffe, tiny, tmp_path):
     values = iter([0.5, 0.4, 0.3, 0.2, 0.1])
     config = StageConfig(solver=tiny["solvers"][1], run_dir=tmp_path / "s", val_interval=2,
                          snapshot_interval=2, keep_last=2, max_iter=10, progress=False)
-    trainer = Trainer(config, lambda t: dict(mean_iou=next(values)))
+    # What the best snapshot is chosen by: the release recipe's pixel accuracy.
+    trainer = Trainer(config, lambda t: dict(mean_iou=0.0, pixel_accuracy=next(values)))
     trainer.train()
     kept = [it for it, _ in snapshots(tmp_path / "s")]
     assert kept == [2, 8, 10]    # the best (iteration 2) and the last two

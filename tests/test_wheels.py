@@ -4,10 +4,11 @@ policy, then installed and run in bare Debian 12 containers (debootstrap's
 minbase plus python3 and python3-venv) with no network: pip takes only our
 wheel and its PyPI dependencies from a local folder.
 
-The CUDA wheel and the kit are made from the CUDA build of the Docker image
-(tests/test_docker.py builds it first; here the same `docker build` finds
-every layer cached): the run's one CUDA compile, for every pinned
-architecture."""
+The CUDA wheel and the kit share the run's one CUDA compile: where the run
+builds the Docker image (DECONVNET_TESTS=all: tests/test_docker.py builds
+it first, and here the same `docker build` finds every layer cached), the
+image's build, for every pinned architecture, copied out of it; in CI's
+run, which leaves the image out, a build for sm_90 alone on the host."""
 from __future__ import annotations
 
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from docker_engine import DockerEngine, build_project_image, copy_cuda_build, ensure_base_image
-from helpers import ROOT, VENV_BIN
+from helpers import ROOT, VENV_BIN, docker_image_tier
 
 pytestmark = pytest.mark.slow
 
@@ -52,22 +53,27 @@ def cpu_wheel() -> Path:
 
 
 @pytest.fixture(scope="module")
-def image_cuda_build(engine) -> dict[str, str]:
-    """CAFFE_CUDA_PREFIX and CAFFE_CUDA_LIBS: the Docker image's CUDA build,
-    for build_wheel.sh --cuda and gpu_kit.sh instead of a compile of their own."""
+def cuda_build(request, engine) -> tuple[list[str], dict[str, str]]:
+    """(the build scripts' arguments, their environment): the Docker image's
+    CUDA build (CAFFE_CUDA_PREFIX, CAFFE_CUDA_LIBS) where this run builds the
+    image, else a compile of sm_90 alone here."""
+    if not docker_image_tier(request.config):
+        return ["--arch", "90"], {}
     tag, _ = build_project_image(engine)
     prefix, libs = copy_cuda_build(engine, tag, ROOT / ".cache" / "image-cuda")
-    return {"CAFFE_CUDA_PREFIX": str(prefix), "CAFFE_CUDA_LIBS": str(libs)}
+    return [], {"CAFFE_CUDA_PREFIX": str(prefix), "CAFFE_CUDA_LIBS": str(libs)}
 
 
 @pytest.fixture(scope="module")
-def cuda_wheel(image_cuda_build) -> Path:
-    return build("scripts/build_wheel.sh", "--cuda", env=image_cuda_build)
+def cuda_wheel(cuda_build) -> Path:
+    args, env = cuda_build
+    return build("scripts/build_wheel.sh", "--cuda", *args, env=env)
 
 
 @pytest.fixture(scope="module")
-def gpu_kit(image_cuda_build) -> Path:
-    return build("scripts/gpu_kit.sh", env=image_cuda_build)
+def gpu_kit(cuda_build, cuda_wheel) -> Path:   # after the wheel: the same build, already done
+    args, env = cuda_build
+    return build("scripts/gpu_kit.sh", *args, env=env)
 
 
 def metadata(wheel: Path) -> tuple[list[str], str]:
@@ -90,7 +96,8 @@ def test_wheel_name_and_metadata(kind, request):
     # CPython 3.11 (Debian 12's). The platform tags (a compressed set)
     # include Debian 12's glibc, 2.36, and none newer; auditwheel adds the
     # oldest glibc whose symbol versions suffice.
-    version = r"1\.0\.0\.post20180821"   # every pinned architecture: no +smNN
+    # +sm90: the host's build of sm_90 alone; the image's has every pinned architecture.
+    version = r"1\.0\.0\.post20180821" + ("" if kind == "cpu" or docker_image_tier(request.config) else r"\+sm90")
     found = re.fullmatch(rf"{dist}-{version}-cp311-cp311-([\w.]+)\.whl", wheel.name)
     assert found, wheel.name
     platforms = found.group(1).split(".")

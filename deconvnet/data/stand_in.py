@@ -111,7 +111,8 @@ def sed_model_text(seed: int = 0, depth: int = 6) -> str:
         trees["childs"].append([0 if leaf[n] else 2 * n + 2 for n in range(nodes)])
         trees["featureIds"].append([0 if leaf[n] else int(rng.integers(features)) for n in range(nodes)])
         trees["thresholds"].append([0.0 if leaf[n] else round(float(rng.uniform(0, 0.3)), 4) for n in range(nodes)])
-        boundaries, bins = [], []
+        boundaries: list[int] = []
+        bins: list[int] = []
         for n in range(nodes):
             boundaries.append(start + len(bins))
             if leaf[n] and rng.random() < 0.5:
