@@ -278,3 +278,28 @@ def test_size_rules():
         nets.deconvnet_deploy(size=nets.Size(100, 8))
     with pytest.raises(ValueError, match="divide 64"):
         nets.Size(64, 3)
+
+
+def test_nets_read_their_data_from_their_own_folder(tmp_path):
+    """The committed stage nets name ../data/lmdb/...: relative to prototxt/,
+    where plain `caffe train` runs. The tools run from anywhere and read a
+    copy with the path made absolute from the net's folder (or --source's)."""
+    from google.protobuf import text_format
+
+    from deconvnet.data.layer_params import SegDataParams
+    from deconvnet.net.nets import net_reading_from
+
+    from caffe.proto import caffe_pb2
+
+    def source_of(path):
+        net = caffe_pb2.NetParameter()
+        text_format.Merge(path.read_text(), net)
+        return SegDataParams.from_param_str(net.layer[0].python_param.param_str).source
+
+    committed = ROOT / "prototxt" / "deconvnet_stage1_train.prototxt"
+    assert source_of(committed) == "../data/lmdb/stage1_train"
+    copy = net_reading_from(committed, tmp_path / "net.prototxt")
+    assert source_of(copy) == str(ROOT / "data" / "lmdb" / "stage1_train")
+    assert source_of(copy) != str(tmp_path.parent / "data" / "lmdb" / "stage1_train")  # not from the cwd
+    other = net_reading_from(committed, tmp_path / "other.prototxt", tmp_path / "db")
+    assert source_of(other) == str(tmp_path / "db")
