@@ -4,6 +4,7 @@ param_str JSON has one owner. Imports are read with ast, not by importing."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,17 @@ def test_every_entry_point_answers_help(script):
                            timeout=120, cwd="/")
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert shown.stdout.startswith("usage:") and len(shown.stdout.splitlines()) > 3
+
+
+def test_the_readme_is_a_first_screen_with_the_two_commands():
+    """Issue 26, item 11: what this is, the two commands and what they make,
+    at most 15,000 characters; the reference lives in docs/, linked."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text) <= 15_000, len(text)
+    first_screen = "\n".join(text.splitlines()[:40])
+    assert "bash scripts/demo.sh" in first_screen and "bash scripts/test.sh" in first_screen
+    assert "report.md" in text and "docs/REPRODUCE.md" in text
+    for page in re.findall(r"`(docs/[A-Z]+\.md)`", text):
+        assert (ROOT / page).is_file(), page
+    assert {"docs/USAGE.md", "docs/ENGINE.md"} <= set(re.findall(r"`(docs/[A-Z]+\.md)`", text))
+    assert (ROOT / ".ci" / "run").read_text().strip().endswith("bash scripts/test.sh")

@@ -139,7 +139,9 @@ def test_resume_after_kill(tiny, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert target.exists(), "the run should have reached iteration 10"
-    killed_at = max(int(p.stem.split("_")[-1]) for p in (run_dir / "stage1").glob("*.solverstate"))
+    # The newest whole snapshot: a kill during a write leaves a hidden .part file
+    # (.snapshot_iter_30.<host>-<pid>.<tag>.part.solverstate), which is not one.
+    killed_at = max(int(p.stem.split("_")[-1]) for p in (run_dir / "stage1").glob("snapshot_iter_*.solverstate"))
     assert killed_at < 400
     result = train_cli(tiny, run_dir, "--stage", "1", "--max-iter", "20" if killed_at < 20 else str(killed_at + 5),
                        "--val-interval", "0", "--snapshot-interval", "5")
