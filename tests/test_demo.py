@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import ROOT
+from helpers import voc_mean_iou_by_hand as voc_mean_iou
 
 
 @pytest.mark.slow
@@ -35,21 +36,6 @@ def test_quick_demo(tmp_path):
     assert folding["label_agreement"] >= 0.999
     assert all(s > 0 for s in folding["forward_s_per_image"].values())
     assert "## Folded BatchNorm" in report and (out / "models" / "deconvnet_folded.caffemodel").exists()
-
-
-def voc_mean_iou(gt_dir, pred_dir, ids) -> float:
-    """VOC's measure by hand: one confusion matrix over the images, void skipped."""
-    from PIL import Image
-
-    cm = np.zeros((21, 21), np.int64)
-    for image_id in ids:
-        gt = np.array(Image.open(gt_dir / f"{image_id}.png")).astype(int)
-        pred = np.array(Image.open(pred_dir / f"{image_id}.png")).astype(int)
-        keep = gt != 255
-        cm += np.bincount(gt[keep] * 21 + pred[keep], minlength=441).reshape(21, 21)
-    tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    return float(np.mean(tp[union > 0] / union[union > 0]))
 
 
 @pytest.mark.slow

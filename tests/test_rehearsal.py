@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from helpers import ROOT
+from helpers import voc_mean_iou_by_hand as mean_iou
 
 SCRIPT = ROOT / "experiments" / "reproduce.sh"
 GUIDE = ROOT / "docs" / "REPRODUCE.md"
@@ -46,19 +47,6 @@ def guide_outputs() -> list[str]:
         words = shlex.split(block.replace("\\\n", " "), comments=True)
         outputs += [words[i + 1] for i, w in enumerate(words[:-1]) if w in OUTPUT_FLAGS]
     return outputs
-
-
-def mean_iou(gt_dir, pred_dir, ids) -> float:
-    """VOC's measure by hand: one confusion matrix over the images, void skipped."""
-    cm = np.zeros((21, 21), np.int64)
-    for image_id in ids:
-        gt = np.array(Image.open(gt_dir / f"{image_id}.png"))
-        pred = np.array(Image.open(pred_dir / f"{image_id}.png"))
-        keep = gt != 255
-        cm += np.bincount(gt[keep].astype(int) * 21 + pred[keep], minlength=441).reshape(21, 21)
-    tp = np.diag(cm)
-    union = cm.sum(0) + cm.sum(1) - tp
-    return float(np.mean(tp[union > 0] / union[union > 0]))
 
 
 @pytest.fixture(scope="module")

@@ -135,7 +135,3 @@ def write_stand_in(which: str, path: Path, seed: int = 0) -> Path:
     net_name, layers = STAND_INS[which]
     return write_v1_caffemodel(path, net_name, layers, seed)
 
-
-def float_count(layers: tuple[Layer, ...]) -> int:
-    return sum(int(np.prod(s)) for _, _, shapes in layers for s in shapes)
-
