@@ -31,8 +31,9 @@ def test_the_stand_in_holds_the_2014_layout(random_2014_model):
 
     net = caffe_pb2.NetParameter()
     net.ParseFromString(random_2014_model.read_bytes())
-    assert not net.layer and len(net.layers) == 21
-    layers = {layer.name: layer for layer in net.layers}
+    assert not net.layer and len([layer for layer in net.layers if len(layer.blobs)]) == 21
+    assert [layer.name for layer in net.layers].count("crop") == 3  # the skip connections' CROP layers
+    layers = {layer.name: layer for layer in net.layers if len(layer.blobs)}
     dims = {name: [(b.num, b.channels, b.height, b.width) for b in layer.blobs] for name, layer in layers.items()}
     assert dims["score2"] == [(21, 21, 4, 4), (1, 1, 1, 21)] and dims["upsample"] == [(21, 21, 16, 16)]
     assert dims["fc6"] == [(4096, 512, 7, 7), (1, 1, 1, 4096)]

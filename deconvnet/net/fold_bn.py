@@ -189,6 +189,24 @@ def fold_params(params: dict[str, list[np.ndarray]], kinds: dict[str, str], fold
     return out
 
 
+def fold_in_memory(net_param, params: dict[str, list[np.ndarray]], shapes: dict[str, tuple[int, ...]],
+                   model: Path = Path("<net>"), weights: Path = Path("<weights>"), rewrite: bool = True):
+    """(the folded NetParameter, its layers' blobs, the folds, the rewrite
+    plan) of NetParameter ``net_param`` with blobs ``params`` (layer ->
+    arrays); ``shapes``: each blob's shape in a caffe.Net of ``net_param``.
+    Shared by tools/fold_bn.py and the converter of the authors' release
+    (deconvnet.net.release), which never writes the unfolded weights."""
+    folded_param, folds = fold_net_param(net_param, model)
+    kinds = {layer.name: layer.type for layer in net_param.layer}
+    groups = {layer.name: layer.convolution_param.group for layer in net_param.layer}
+    params = dict(params)
+    params.update(fold_params(params, kinds, folds, groups, weights))
+    for gone in {f.batchnorm for f in folds} | {f.scale for f in folds if f.scale}:
+        params.pop(gone, None)
+    plan = plan_rewrites(folded_param, shapes) if rewrite else {}
+    return rewrite_net_param(folded_param, plan), rewrite_params(params, plan), folds, plan
+
+
 def fold(model: Path, weights: Path, out_model: Path, out_weights: Path, rewrite: bool = True) -> list[Fold]:
     """Writes the folded deploy prototxt and caffemodel of ``model`` with
     ``weights``; both or neither (every check runs before anything is
@@ -197,17 +215,11 @@ def fold(model: Path, weights: Path, out_model: Path, out_weights: Path, rewrite
     import caffe
 
     net_param = _read_net(model)
-    folded_param, folds = fold_net_param(net_param, model)
     net = load_net(model, weights, caffe.TEST)  # strict: every BatchNorm needs its blobs
     params = {name: [b.data.copy() for b in blobs] for name, blobs in net.params.items()}
     shapes = {name: tuple(blob.data.shape) for name, blob in net.blobs.items()}
-    kinds = {layer.name: layer.type for layer in net_param.layer}
-    groups = {layer.name: layer.convolution_param.group for layer in net_param.layer}
     del net
-    params.update(fold_params(params, kinds, folds, groups, weights))
-    plan = plan_rewrites(folded_param, shapes) if rewrite else {}
-    folded_param = rewrite_net_param(folded_param, plan)
-    params = rewrite_params(params, plan)
+    folded_param, params, folds, plan = fold_in_memory(net_param, params, shapes, model, weights, rewrite)
     text = f"# BatchNorm and Scale of {model} folded into the (de)convolutions by tools/fold_bn.py.\n{folded_param}"
     # Both files are written under temporary names, then the prototxt is
     # renamed before the weights (the inner block ends first). The prototxt
