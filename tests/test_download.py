@@ -293,3 +293,90 @@ def test_models_readme_lists_what_the_guide_writes_into_models():
             "deconvnet_deploy_folded.prototxt"} <= written
     missing = [name for name in written if f"`{name}`" not in table]
     assert missing == []
+
+
+# --- issue 27: the DeconvNet authors' release, --from, an unreachable host ---------
+
+def _release_stand_in(tmp_path, snapshot: bool):
+    from deconvnet.net.architecture import Size
+    from deconvnet.net.stand_in_weights import deconvnet_release_layers, write_v1_caffemodel
+
+    name = "stage_2_train_result" if snapshot else "DeconvNet_trainval_inference"
+    return write_v1_caffemodel(tmp_path / f"{name}.caffemodel", name, deconvnet_release_layers(Size(64, 16), snapshot))
+
+
+def download_tool(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "download.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_release_urls_are_the_authors_and_not_in_all():
+    from deconvnet.data.download import ASSETS, GROUPS
+
+    assert GROUPS["deconvnet-release"] == ("deconvnet-inference", "deconvnet-stage2")
+    assert ASSETS["deconvnet-inference"].url == ("http://cvlab.postech.ac.kr/research/deconvnet/model/DeconvNet/"
+                                                 "DeconvNet_trainval_inference.caffemodel")
+    assert ASSETS["deconvnet-stage2"].url == ("http://cvlab.postech.ac.kr/research/deconvnet/model/"
+                                              "stage_2_train_result/stage_2_train_result.caffemodel")
+    assert all(ASSETS[name].locked for name in GROUPS["deconvnet-release"])
+
+
+def test_the_release_from_a_server_is_recorded_in_the_lock_file(server, tmp_path):
+    """Both files through --url (the loopback server in place of the
+    authors' host); each size and sha256 is recorded on first use, and a
+    later, different copy is refused."""
+    served = tmp_path / "served"
+    served.mkdir()
+    inference, snapshot = _release_stand_in(served, False), _release_stand_in(served, True)
+    lock, models = tmp_path / "lock.json", tmp_path / "models"
+    for source in (inference, snapshot):
+        server.payload = source.read_bytes()
+        name = "deconvnet-stage2" if source == snapshot else "deconvnet-inference"
+        done = download_tool(name, "--url", f"{name}={server.url}", "--models", models, "--lock-file", lock)
+        assert done.returncode == 0, done.stderr
+        assert (models / source.name).read_bytes() == source.read_bytes()
+    entries = json.loads(lock.read_text())
+    assert entries["deconvnet-inference"]["sha256"] == hashlib.sha256(inference.read_bytes()).hexdigest()
+    assert entries["deconvnet-stage2"]["size"] == snapshot.stat().st_size
+    (models / inference.name).unlink()
+    server.payload = snapshot.read_bytes()
+    done = download_tool("deconvnet-inference", "--url", f"deconvnet-inference={server.url}", "--models", models,
+                         "--lock-file", lock)
+    assert done.returncode == 1 and "differs from the first verified copy" in done.stderr
+    assert not (models / inference.name).exists()
+
+
+def test_from_a_folder_a_file_or_an_address(server, tmp_path):
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    inference, snapshot = _release_stand_in(copies, False), _release_stand_in(copies, True)
+    models, lock = tmp_path / "models", tmp_path / "lock.json"
+    done = download_tool("deconvnet-release", "--from", copies, "--models", models, "--lock-file", lock)
+    assert done.returncode == 0, done.stderr
+    assert (models / snapshot.name).read_bytes() == snapshot.read_bytes()
+    assert set(json.loads(lock.read_text())) == {"deconvnet-inference", "deconvnet-stage2"}
+    # One file under another name, to its asset's name.
+    renamed = tmp_path / "from_a_colleague.caffemodel"
+    renamed.write_bytes(inference.read_bytes())
+    done = download_tool("deconvnet-inference", "--from", renamed, "--models", tmp_path / "m2", "--lock-file", lock)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "m2" / inference.name).read_bytes() == inference.read_bytes()
+    # Another address; one file for two assets is refused.
+    server.payload = inference.read_bytes()
+    done = download_tool("deconvnet-inference", "--from", server.url, "--models", tmp_path / "m3", "--lock-file", lock)
+    assert done.returncode == 0, done.stderr
+    done = download_tool("deconvnet-release", "--from", renamed, "--models", tmp_path / "m4")
+    assert done.returncode == 2 and "names one file" in done.stderr
+
+
+def test_a_host_that_does_not_answer_is_named_with_the_way_out(tmp_path):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    done = download_tool("deconvnet-inference", "--url", f"deconvnet-inference=http://127.0.0.1:{port}/x.caffemodel",
+                         "--models", tmp_path, "--retries", "0", "--timeout", "5")
+    assert done.returncode == 1
+    assert "failed after 1 attempt(s)" in done.stderr and "--from PATH_OR_URL" in done.stderr
+    assert not list(tmp_path.iterdir())

@@ -14,8 +14,18 @@ weights to --models.
   sed-model          sed_model.yml.gz (OpenCV's structured-edge model, from
                      opencv_extra at a pinned commit; Edge Boxes use it when
                      present)
+  deconvnet-release  the DeconvNet authors' trained weights, from their own
+                     host: DeconvNet_trainval_inference.caffemodel
+                     (deconvnet-inference) and stage_2_train_result.caffemodel
+                     (deconvnet-stage2); tools/convert_release.py makes them
+                     ours. Not in "all": ask for them by name.
 
-No checksum of the last two is published. Their first download that
+--from PATH_OR_URL takes an asset from elsewhere: a file, a folder holding
+it under its name, or another address (a URL ending in / is a folder); it
+is verified like a download. --url NAME=URL does the same for one asset of
+several.
+
+No checksum of the last four is published. Their first download that
 completes and passes a content check (a gzip YAML model; a caffemodel that
 parses) is recorded, size and sha256, in the lock file (--lock-file, default
 models/downloads.lock.json), and every later copy, downloaded again or found
@@ -30,16 +40,20 @@ import sys
 from pathlib import Path
 
 from deconvnet.common.cli import MODELS, ROOT, run_tool, setup_logging
-from deconvnet.data.download import ASSETS, DEFAULT_LOCK_FILE, DownloadError, download, extract
+from deconvnet.data.download import ASSETS, DEFAULT_LOCK_FILE, GROUPS, DownloadError, download, extract, \
+    source_url
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("assets", nargs="*", default=["all"], help=f"{', '.join(ASSETS)} or all (default)")
+    parser.add_argument("assets", nargs="*", default=["all"],
+                        help=f"{', '.join([*ASSETS, *GROUPS])} or all (default: every asset but the release's)")
     parser.add_argument("--data", type=Path, default=ROOT / "data", help="archives and datasets (default data/)")
     parser.add_argument("--models", type=Path, default=MODELS, help="weights (default models/)")
     parser.add_argument("--url", action="append", default=[], metavar="NAME=URL",
                         help="another address for an asset (repeatable)")
+    parser.add_argument("--from", dest="source", metavar="PATH_OR_URL",
+                        help="take the named asset(s) from this file, folder or address instead")
     parser.add_argument("--extract", action="store_true", help="unpack the dataset archives")
     parser.add_argument("--retries", type=int, default=3, help="resumed attempts after a failure")
     parser.add_argument("--timeout", type=float, default=60, help="seconds without data before giving up")
@@ -48,10 +62,17 @@ def main(argv: list[str] | None = None) -> int:
                              "(default models/downloads.lock.json)")
     args = parser.parse_args(argv)
     setup_logging()
-    names = list(ASSETS) if "all" in args.assets else args.assets
+    grouped = {name for members in GROUPS.values() for name in members}
+    names = [name for name in ASSETS if name not in grouped] if "all" in args.assets else \
+        [member for name in args.assets for member in GROUPS.get(name, (name,))]
     unknown = [n for n in names if n not in ASSETS]
     if unknown:
-        parser.error(f"unknown asset(s) {unknown}; choose from {list(ASSETS)}")
+        parser.error(f"unknown asset(s) {unknown}; choose from {[*ASSETS, *GROUPS]}")
+    if args.source and "all" in args.assets:
+        parser.error("--from takes named assets, not all")
+    if args.source and len(names) > 1 and not (Path(args.source).is_dir() or args.source.endswith("/")):
+        parser.error(f"--from {args.source} names one file, but {', '.join(names)} are several: give the folder "
+                     "(or an address ending in /) that holds them under their names")
     urls = {}
     for item in args.url:
         name, sep, url = item.partition("=")
@@ -63,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         asset = ASSETS[name]
         folder = args.models if asset.kind == "model" else args.data / "downloads"
         try:
-            path = download(asset, folder, urls.get(name), args.retries, args.timeout, lock_file=args.lock_file)
+            url = urls.get(name)
+            if args.source and url is None:
+                url = source_url(asset, args.source)
+            path = download(asset, folder, url, args.retries, args.timeout, lock_file=args.lock_file)
             if args.extract and asset.kind == "data":
                 logging.info("unpacking %s into %s", path, args.data)
                 extract(path, args.data)

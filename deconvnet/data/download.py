@@ -45,7 +45,13 @@ class Asset:
     kind: str = "data"          # "data" (an archive) or "model"
     locked: bool = False        # no published checksum: the lock file's rule
     content: str = ""           # a CONTENT_CHECKS key, run before the first lock
+    hint: str = ""              # added to the message when the download fails
 
+
+# The DeconvNet authors' host (their model/get_model.sh); it has been unreliable for years.
+DECONVNET_RELEASE_URL = "http://cvlab.postech.ac.kr/research/deconvnet/model"
+_UNRELIABLE = ("the authors' host has not answered reliably for years: take a copy from elsewhere with "
+               "--from PATH_OR_URL (a file, a folder holding it, or another address)")
 
 # The opencv_extra commit the structured-edge model is taken from.
 OPENCV_EXTRA_COMMIT = "4acb2734bc1f2100acc7f4921e4805da3929aef2"
@@ -68,7 +74,16 @@ ASSETS = {a.name: a for a in (
     # OpenCV's structured-edge forest (Dollar and Zitnick), for Edge Boxes.
     Asset("sed-model", f"https://raw.githubusercontent.com/opencv/opencv_extra/{OPENCV_EXTRA_COMMIT}/"
           "testdata/cv/ximgproc/model.yml.gz", "sed_model.yml.gz", kind="model", locked=True, content="sed-model"),
+    # The DeconvNet authors' trained weights, in their fork's V1 format (tools/convert_release.py):
+    # the inference model (BN statistics folded into scale and shift) and the stage-2 snapshot.
+    Asset("deconvnet-inference", f"{DECONVNET_RELEASE_URL}/DeconvNet/DeconvNet_trainval_inference.caffemodel",
+          "DeconvNet_trainval_inference.caffemodel", kind="model", locked=True, content="caffemodel",
+          hint=_UNRELIABLE),
+    Asset("deconvnet-stage2", f"{DECONVNET_RELEASE_URL}/stage_2_train_result/stage_2_train_result.caffemodel",
+          "stage_2_train_result.caffemodel", kind="model", locked=True, content="caffemodel", hint=_UNRELIABLE),
 )}
+# Names that stand for several assets; "all" is every asset outside a group (what training needs).
+GROUPS = {"deconvnet-release": ("deconvnet-inference", "deconvnet-stage2")}
 
 
 class DownloadError(Exception):
@@ -232,6 +247,23 @@ def _remote_length(content_range: str | None) -> int | None:
     return None
 
 
+def _hint(asset: Asset) -> str:
+    return f" ({asset.hint})" if asset.hint else ""
+
+
+def source_url(asset: Asset, source: str) -> str:
+    """The address of ``asset`` in ``source``: a URL or a local file as it
+    is, or, for a folder (or a URL ending in /), the asset's file in it."""
+    if "://" in source:
+        return source + asset.filename if source.endswith("/") else source
+    path = Path(source).expanduser().resolve()
+    if path.is_dir():
+        path = path / asset.filename
+    if not path.is_file():
+        raise DownloadError(f"{asset.name}: --from {source}: no file {path}")
+    return path.as_uri()
+
+
 def download(asset: Asset, dest_dir: Path, url: str | None = None, retries: int = 3,
              timeout: float = 60, show_progress: bool = True, lock_file: Path | None = None) -> Path:
     """Fetches asset into dest_dir (resuming a .part file) and verifies it:
@@ -256,12 +288,13 @@ def download(asset: Asset, dest_dir: Path, url: str | None = None, retries: int 
         except HTTPFailure as err:
             if not err.retry or attempt == retries:
                 raise DownloadError(f"{asset.name}: {err}" + (f". Rerun to resume from {part}." if part.exists()
-                                                                 else "")) from err
+                                                                 else "") + _hint(asset)) from err
             LOG.warning("%s: %s (attempt %d of %d)", asset.name, err, attempt + 2, retries + 1)
         except (DownloadError, urllib.error.URLError, http.client.HTTPException, OSError) as err:
             if attempt == retries:
+                resume = f" Rerun to resume from {part}." if part.exists() else ""
                 raise DownloadError(f"{asset.name}: download from {url} failed after {attempt + 1} "
-                                    f"attempt(s): {err}. Rerun to resume from {part}.") from err
+                                    f"attempt(s): {err}.{resume}{_hint(asset)}") from err
             LOG.warning("%s: %s; resuming (attempt %d of %d)", asset.name, err, attempt + 2, retries + 1)
     try:
         verify(part, asset)
