@@ -331,3 +331,58 @@ def test_a_heavy_fcn8s_is_refused_as_the_2014_model(caffe, tmp_path):
     source = write_v1_caffemodel(tmp_path / "heavy.caffemodel", "FCN-8s", renamed)
     out = tmp_path / "converted.caffemodel"
     _refused(convert_tool("fcn8s-2014", source, out), out, "missing 1 layers (score-fr)", "score_fr")
+
+
+# --- the converted weights in the tools ---------------------------------------------------------
+
+def test_infer_and_figures_take_the_converted_weights(files, tmp_path):
+    """tools/infer.py labels images alike with the unfolded and the folded
+    conversion; tools/figures.py draws from them."""
+    from PIL import Image
+
+    from deconvnet.data.synthetic import SyntheticSpec, write_dataset
+
+    write_dataset(tmp_path / "syn", SyntheticSpec(num_images=2, seed=5, voc_fraction=1.0))
+    images = tmp_path / "syn" / "VOCdevkit" / "VOC2012" / "JPEGImages"
+    labels = {}
+    for which, model in (("unfolded", files["deploy"]), ("folded", files["folded"])):
+        out = tmp_path / which
+        done = subprocess.run([sys.executable, str(ROOT / "tools" / "infer.py"), str(images), "--out", str(out),
+                               "--model", str(model), "--weights", str(files[f"{which}_out"]), "--edges", "gradient",
+                               "--top-k", "3"], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        labels[which] = {p.name: np.array(Image.open(p)) for p in sorted((out / "labels").glob("*.png"))}
+    assert len(labels["unfolded"]) == 2 and labels["unfolded"].keys() == labels["folded"].keys()
+    for name, unfolded in labels["unfolded"].items():
+        assert (unfolded == labels["folded"][name]).mean() > 0.999, name
+    figure = tmp_path / "fig6.png"
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "figures.py"), "fig6", str(sorted(images.iterdir())[0]),
+                           "--model", str(files["folded"]), "--weights", str(files["folded_out"]), "--edges",
+                           "gradient", "--out", str(figure)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert np.array(Image.open(figure)).shape[1] > 300
+
+
+@pytest.mark.slow
+def test_a_full_size_release_converts_into_the_committed_nets(caffe, tmp_path):
+    """The paper's net: a full-size stand-in of the inference model, with the
+    release's names, converts with the tool's defaults into the committed
+    deploy nets, and the unfolded and folded conversions agree."""
+    from deconvnet.common.cli import PROTOTXT
+    from deconvnet.net.stand_in_weights import write_stand_in
+    from deconvnet.net.weights import load_net
+
+    source = write_stand_in("deconvnet-inference", tmp_path / "DeconvNet_trainval_inference.caffemodel")
+    scores = {}
+    for which, model, extra in (("unfolded", "deconvnet_deploy.prototxt", []),
+                                ("folded", "deconvnet_deploy_folded.prototxt", ["--folded"])):
+        out = tmp_path / f"{which}.caffemodel"
+        done = convert_tool("deconvnet", source, out, *extra)
+        assert done.returncode == 0, done.stderr
+        net = load_net(PROTOTXT / model, out, caffe.TEST)
+        image = np.random.default_rng(1).normal(0, 60, net.blobs["data"].data.shape[1:]).astype(np.float32)
+        scores[which] = caffe_scores(net, image)
+        del net
+        out.unlink()
+    assert np.ptp(scores["unfolded"]) > 1
+    assert disagreement(scores["folded"], scores["unfolded"]) < TOLERANCE

@@ -47,8 +47,8 @@ def test_a_caffemodel_with_other_names_is_refused(caffe, tmp_path):
     the 2014 deploy net's score layers unloaded, and loading stops."""
     from deconvnet.net.stand_in_weights import FCN8S_2014_LAYERS, write_v1_caffemodel
 
-    renamed = tuple((name.replace("score-fr", "score_fr").replace("score2", "upscore2"), kind, shapes)
-                    for name, kind, shapes in FCN8S_2014_LAYERS)
+    renamed = tuple(layer._replace(name=layer.name.replace("score-fr", "score_fr").replace("score2", "upscore2"))
+                    for layer in FCN8S_2014_LAYERS)
     path = write_v1_caffemodel(tmp_path / "other.caffemodel", "FCN-8s", renamed)
     with pytest.raises(WeightsMismatch, match="score-fr"):
         FCNModel(DEPLOY, path)

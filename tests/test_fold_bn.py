@@ -107,8 +107,9 @@ def test_deconvolution_factors_go_along_its_output_axis(caffe, reduced):
     mean, var = (params[bn.batchnorm][i].astype(np.float64) / stored_factor for i in (0, 1))
     gamma, beta = (params[bn.scale][i].astype(np.float64) for i in (0, 1))
     factor = gamma / np.sqrt(var + bn.eps)
-    np.testing.assert_allclose(right[name][0], params[name][0] * factor[None, :, None, None], rtol=1e-12)
-    np.testing.assert_allclose(right[name][1], (params[name][1] - mean) * factor + beta, rtol=1e-12, atol=1e-12)
+    # fold_params keeps float32, as the net stores weights: equal to float32 rounding.
+    np.testing.assert_allclose(right[name][0], params[name][0] * factor[None, :, None, None], rtol=2e-7)
+    np.testing.assert_allclose(right[name][1], (params[name][1] - mean) * factor + beta, rtol=2e-7, atol=1e-6)
     wrong = fold_params(params, {**kinds, name: "Convolution"}, folds, groups)
     assert not np.allclose(wrong[name][0], right[name][0], rtol=1e-3)
 

@@ -4,7 +4,9 @@ the architecture as data (``architecture``), NetSpec generators
 (``prototxt``), VGG16 weight surgery (``surgery``), BatchNorm population
 statistics (``bn_stats``), folding them for inference (``fold_bn``, with the
 exact layer rewrites of ``rewrite``), strict weight loading (``weights``),
-the stand-in VGG16 and 2014 FCN-8s caffemodels of rehearsals and tests
+the authors' released weights converted into our nets (``release``, over
+the V1 wire-format reader ``v1_wire``), the stand-in VGG16, 2014 FCN-8s
+and DeconvNet release caffemodels of rehearsals and tests
 (``stand_in_weights``), and the PyTorch twin used by benchmarks
 (``torch_reference``; the benchmarks themselves are deconvnet.bench).
 
