@@ -367,22 +367,32 @@ def test_infer_and_figures_take_the_converted_weights(files, tmp_path):
 def test_a_full_size_release_converts_into_the_committed_nets(caffe, tmp_path):
     """The paper's net: a full-size stand-in of the inference model, with the
     release's names, converts with the tool's defaults into the committed
-    deploy nets, and the unfolded and folded conversions agree."""
+    deploy nets, and the unfolded and folded conversions agree. At this size
+    float rounding can flip a near-tie of max pooling, which moves one value
+    of an unpooled map and spreads through the decoder (docs/BENCHMARKS.md,
+    "Inference on the CPU"): so the encoder must agree to TOLERANCE, the
+    switches but for a handful, and the labels nearly everywhere."""
     from deconvnet.common.cli import PROTOTXT
     from deconvnet.net.stand_in_weights import write_stand_in
     from deconvnet.net.weights import load_net
 
     source = write_stand_in("deconvnet-inference", tmp_path / "DeconvNet_trainval_inference.caffemodel")
-    scores = {}
+    image = np.random.default_rng(1).normal(0, 60, (3, 224, 224)).astype(np.float32)
+    blobs = {}
     for which, model, extra in (("unfolded", "deconvnet_deploy.prototxt", []),
                                 ("folded", "deconvnet_deploy_folded.prototxt", ["--folded"])):
         out = tmp_path / f"{which}.caffemodel"
         done = convert_tool("deconvnet", source, out, *extra)
         assert done.returncode == 0, done.stderr
         net = load_net(PROTOTXT / model, out, caffe.TEST)
-        image = np.random.default_rng(1).normal(0, 60, net.blobs["data"].data.shape[1:]).astype(np.float32)
-        scores[which] = caffe_scores(net, image)
+        caffe_scores(net, image)
+        blobs[which] = {name: net.blobs[name].data.astype(np.float64).reshape(net.blobs[name].data.shape[0], -1)
+                        for name in ("fc7", "seg_score", *(f"pool{s}_mask" for s in range(1, 6)))}
         del net
         out.unlink()
-    assert np.ptp(scores["unfolded"]) > 1
-    assert disagreement(scores["folded"], scores["unfolded"]) < TOLERANCE
+    unfolded, folded = blobs["unfolded"], blobs["folded"]
+    assert disagreement(folded["fc7"], unfolded["fc7"]) < TOLERANCE
+    flips = sum(int((unfolded[m] != folded[m]).sum()) for m in unfolded if m.endswith("_mask"))
+    assert flips <= 10, flips
+    labels = [b["seg_score"].reshape(21, -1).argmax(0) for b in (unfolded, folded)]
+    assert np.ptp(unfolded["seg_score"]) > 1 and (labels[0] == labels[1]).mean() > 0.99
