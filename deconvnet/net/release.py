@@ -52,7 +52,7 @@ LOG = logging.getLogger(__name__)
 # Our layer -> the release's, where the names differ.
 RENAMED = {"fc6_deconv": "fc6-deconv", "seg_score": "seg-score-voc"}
 V1_KINDS = {"Convolution": CONVOLUTION, "Deconvolution": DECONVOLUTION}
-# ``bn_param`` is absent from a snapshot; without statistics our BatchNorm has factor 0.
+# The snapshot holds no statistics: its BatchNorms get factor 0, which tools/fold_bn.py refuses.
 NO_STATISTICS = 0.0
 KINDS = ("deconvnet", "deconvnet-train", "fcn8s-2014")
 
@@ -111,11 +111,11 @@ class Target:
         shapes = {name: tuple(blob.data.shape) for name, blob in net.blobs.items()}
         return cls(prototxt, net_param, layers, shapes)
 
-    def normalisation(self) -> dict[str, tuple[str, str]]:
+    def normalisation(self) -> dict[str, tuple[str, str | None]]:
         """(De)convolution -> (its BatchNorm, its Scale), from the layer order."""
-        out, conv = {}, None
-        names = list(self.layers)
-        for name in names:
+        out: dict[str, tuple[str, str | None]] = {}
+        conv = None
+        for name in self.layers:
             kind = self.layers[name][0]
             if kind in V1_KINDS:
                 conv = name
