@@ -300,10 +300,10 @@ def test_the_2014_fcn8s_with_crop_layers_converts_and_todays_loader_reads_it(caf
     """The file, with its CROP (fork type 40) and ELTWISE layers, converts
     into the committed deploy net with every blob as protobuf decodes it;
     today's loader reads the original too (the CROP layers are skipped)."""
-    from caffe.proto import caffe_pb2
-
     from deconvnet.common.cli import PROTOTXT
     from deconvnet.net.stand_in_weights import write_stand_in
+
+    from caffe.proto import caffe_pb2
 
     source = write_stand_in("fcn8s-pascal-2014", tmp_path / "fcn-8s-pascal.caffemodel")
     parsed = caffe_pb2.NetParameter()

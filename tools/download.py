@@ -40,8 +40,7 @@ import sys
 from pathlib import Path
 
 from deconvnet.common.cli import MODELS, ROOT, run_tool, setup_logging
-from deconvnet.data.download import ASSETS, DEFAULT_LOCK_FILE, GROUPS, DownloadError, download, extract, \
-    source_url
+from deconvnet.data.download import ASSETS, DEFAULT_LOCK_FILE, GROUPS, DownloadError, download, extract, source_url
 
 
 def main(argv: list[str] | None = None) -> int:

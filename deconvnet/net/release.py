@@ -38,14 +38,23 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from google.protobuf import text_format
 
 from deconvnet.common.atomic import atomic_path
 from deconvnet.net.fold_bn import fold_in_memory
-from deconvnet.net.v1_wire import BN, BN_INFERENCE, CONVOLUTION, DECONVOLUTION, V1FormatError, V1Layer, V1Net, \
-    read_v1_net
+from deconvnet.net.v1_wire import (
+    BN,
+    BN_INFERENCE,
+    CONVOLUTION,
+    DECONVOLUTION,
+    V1FormatError,
+    V1Layer,
+    V1Net,
+    read_v1_net,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -88,7 +97,7 @@ class Target:
     """Our net's learned layers: name -> (type, blob shapes), in order, and
     each BatchNorm's (de)convolution and Scale."""
     prototxt: Path
-    net_param: object
+    net_param: Any                      # caffe_pb2.NetParameter
     layers: dict[str, tuple[str, list[tuple[int, ...]]]]
     blob_shapes: dict[str, tuple[int, ...]]
 
@@ -114,7 +123,7 @@ class Target:
     def normalisation(self) -> dict[str, tuple[str, str | None]]:
         """(De)convolution -> (its BatchNorm, its Scale), from the layer order."""
         out: dict[str, tuple[str, str | None]] = {}
-        conv = None
+        conv = ""
         for name in self.layers:
             kind = self.layers[name][0]
             if kind in V1_KINDS:
@@ -134,9 +143,11 @@ def _check_names(path: Path, release: V1Net, expected: dict[str, str], what: str
     extra = [name for name in learned if name not in expected]
     problems = []
     if missing:
-        problems.append(f"missing {len(missing)} layers ({', '.join(missing[:8])}{', ...' if len(missing) > 8 else ''})")
+        more = ", ..." if len(missing) > 8 else ""
+        problems.append(f"missing {len(missing)} layers ({', '.join(missing[:8])}{more})")
     if extra:
-        problems.append(f"{len(extra)} layers our net lacks ({', '.join(extra[:8])}{', ...' if len(extra) > 8 else ''})")
+        more = ", ..." if len(extra) > 8 else ""
+        problems.append(f"{len(extra)} layers our net lacks ({', '.join(extra[:8])}{more})")
     if problems:
         raise ReleaseError(f"{path} does not hold {what}: {'; '.join(problems)}. Nothing was written. Check that "
                            "it is the file this command converts, whole, and that --model is the matching net")
@@ -186,7 +197,7 @@ def deconvnet_params(release: V1Net, target: Target, training: bool) -> dict[str
             wrong.append(f"{source.name}: {len(source.blobs)} blobs in the file, {len(shapes)} in our net")
             continue
         blobs = [_count_check(source, i, shape, wrong, exact=(i == 0)) for i, shape in enumerate(shapes)]
-        params[name] = blobs
+        params[name] = [blob for blob in blobs if blob is not None]  # a None is in ``wrong`` already
         if name not in norm:
             continue
         batchnorm, scale = norm[name]
@@ -247,8 +258,8 @@ def fcn8s_2014_params(release: V1Net, target: Target) -> dict[str, list[np.ndarr
         if len(source.blobs) != len(shapes):
             wrong.append(f"{name}: {len(source.blobs)} blobs in the file, {len(shapes)} in our net")
             continue
-        params[name] = [_count_check(source, i, shape, wrong, exact=(i == 0))
-                        for i, shape in enumerate(shapes)]
+        blobs = [_count_check(source, i, shape, wrong, exact=(i == 0)) for i, shape in enumerate(shapes)]
+        params[name] = [blob for blob in blobs if blob is not None]  # a None is in ``wrong`` already
     if wrong:
         raise ReleaseError(f"{release.path} does not fit {target.prototxt}: {'; '.join(wrong[:6])}. "
                            "Nothing was written")
