@@ -41,12 +41,13 @@ import sys
 from pathlib import Path
 
 from deconvnet.common.cli import PROTOTXT, check_output_file, colliding_paths, run_tool, setup_logging
+from deconvnet.infer.models import FCN_DEPLOY
 from deconvnet.net.fold_bn import FoldError
 from deconvnet.net.release import KINDS, ReleaseError, convert
 
 DEFAULT_MODEL = {"deconvnet": PROTOTXT / "deconvnet_deploy.prototxt",
                  "deconvnet-train": PROTOTXT / "deconvnet_deploy.prototxt",
-                 "fcn8s-2014": PROTOTXT / "fcn8s_2014_deploy.prototxt"}
+                 "fcn8s-2014": FCN_DEPLOY["2014"]}
 DEFAULT_FOLDED = PROTOTXT / "deconvnet_deploy_folded.prototxt"
 
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                              "prototxt/deconvnet_deploy.prototxt, or prototxt/fcn8s_2014_deploy.prototxt for "
                              "fcn8s-2014); a reduced variant for tests")
     parser.add_argument("--folded-model", type=Path, default=DEFAULT_FOLDED,
-                        help="with --folded: the folded prototxt the weights are for (default: %(default)s)")
+                        help="with --folded: the folded prototxt the weights are for (default: "
+                             "prototxt/deconvnet_deploy_folded.prototxt)")
     args = parser.parse_args(argv)
     setup_logging()
     if args.folded and args.kind != "deconvnet":
