@@ -19,6 +19,7 @@ import os
 import queue
 import signal
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-def _worker(source: str, crop: int, mean: np.ndarray, tasks: mp.Queue, results: mp.Queue,
+def _worker(source: str, crop: int, mean: np.ndarray, tasks: mp.Queue, results: Connection,
             parent: int) -> None:
     import cv2
 
@@ -123,53 +124,72 @@ def _worker(source: str, crop: int, mean: np.ndarray, tasks: mp.Queue, results: 
         if plan is None:
             return
         try:
-            results.put((plan.seq, load_batch(db, plan, crop, mean), None))
+            results.send((plan.seq, load_batch(db, plan, crop, mean), None))
         except Exception as err:  # reported by the layer, in the Caffe process
-            results.put((plan.seq, None, f"{type(err).__name__}: {err}"))
+            results.send((plan.seq, None, f"{type(err).__name__}: {err}"))
 
 
 class Prefetcher:
-    """Worker processes loading planned batches; results come back in order."""
+    """Worker processes loading planned batches; results come back in order.
+
+    Each worker sends its batches through its own pipe, whose write end only
+    it holds: a worker killed in the middle of a batch (SIGKILL, the OOM
+    killer) is then an end of file here, not a read that waits forever for
+    the rest of the batch, as with one queue shared by all."""
 
     def __init__(self, source: str, planner: BatchPlanner, crop: int, mean: np.ndarray, workers: int) -> None:
         ctx = mp.get_context("fork")
         self.source = source
         self.planner = planner
         self.tasks: mp.Queue = ctx.Queue()
-        self.results: mp.Queue = ctx.Queue()
-        self.procs = [ctx.Process(target=_worker, args=(source, crop, mean, self.tasks, self.results,
-                                                        os.getpid()), daemon=True) for _ in range(workers)]
-        for p in self.procs:
-            p.start()
+        self.procs: list[Any] = []
+        self.readers: dict[Connection, Any] = {}
+        for _ in range(workers):
+            reader, writer = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_worker, args=(source, crop, mean, self.tasks, writer, os.getpid()),
+                               daemon=True)
+            proc.start()
+            writer.close()
+            self.procs.append(proc)
+            self.readers[reader] = proc
         self.waiting: dict[int, Any] = {}
         self.next_seq = 0
         for _ in range(2 * workers):  # batches in flight
             self.tasks.put(planner.next())
         atexit.register(self.close)
 
+    def _died(self, proc) -> RuntimeError:
+        proc.join(timeout=5)
+        code = proc.exitcode
+        how = (f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0
+               else f"exit status {code}")
+        return RuntimeError(f"SegDataLayer: prefetch worker {proc.pid} reading {self.source} died ({how})")
+
     def _check_workers(self) -> None:
         """A worker that died (a crash, SIGBUS on a damaged file, the OOM
         killer) is reported at once, with how it ended."""
         for p in self.procs:
             if not p.is_alive() and p.exitcode not in (0, None):
-                how = (f"killed by signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0
-                       else f"exit status {p.exitcode}")
-                raise RuntimeError(f"SegDataLayer: prefetch worker {p.pid} reading {self.source} died ({how})")
+                raise self._died(p)
 
     def get(self) -> tuple[np.ndarray, np.ndarray]:
         waited = 0.0
         while self.next_seq not in self.waiting:
-            try:
-                seq, batch, error = self.results.get(timeout=1)
-            except queue.Empty:
+            ready = wait(list(self.readers), timeout=1)
+            if not ready:
                 self._check_workers()
                 waited += 1
                 if waited >= 120:
                     raise RuntimeError(f"SegDataLayer: no batch from {self.source} for 120 s") from None
                 continue
-            if error:
-                raise RuntimeError(f"SegDataLayer worker failed: {error}")
-            self.waiting[seq] = batch
+            for reader in ready:
+                try:
+                    seq, batch, error = reader.recv()
+                except (EOFError, OSError):
+                    raise self._died(self.readers[reader]) from None
+                if error:
+                    raise RuntimeError(f"SegDataLayer worker failed: {error}")
+                self.waiting[seq] = batch
         batch = self.waiting.pop(self.next_seq)
         self.next_seq += 1
         self.tasks.put(self.planner.next())
@@ -179,6 +199,8 @@ class Prefetcher:
         for p in self.procs:
             if p.is_alive():
                 p.terminate()
+        for reader in self.readers:
+            reader.close()
 
 
 class SegDataLayer(caffe.Layer):

@@ -319,6 +319,32 @@ except RuntimeError as err:
     assert seconds <= 5 and "died (killed by signal SIGKILL)" in result.stdout
 
 
+def test_a_worker_killed_in_the_middle_of_a_batch_is_reported_not_waited_for(tmp_path):
+    """A batch larger than a pipe's 64 KiB: the worker blocks half-way
+    through sending it (nobody reads yet) and is killed there. The layer
+    must report it, not wait forever for the rest of the batch (a shared
+    queue, whose pipe the parent also holds open, waited)."""
+    db = small_db(tmp_path / "db")
+    code = FORWARD.format(passes=0).replace('print("FORWARD_DONE")', '''
+import os, signal, time
+time.sleep(2)  # the worker has filled the pipe and waits in the middle of its first batch
+worker = net.layers[0].prefetcher.procs[0]
+os.kill(worker.pid, signal.SIGKILL)
+started = time.monotonic()
+try:
+    net.forward()
+except RuntimeError as err:
+    print("RAISED", round(time.monotonic() - started), err)
+''')
+    params = dict(source=str(db), batch_size=24, crop_size=32, workers=1)  # 24 x 3 x 32 x 32 floats: 295 KB
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(params)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60,
+                            env=dict(os.environ, PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"))
+    assert "RAISED" in result.stdout, result.stdout + result.stderr[-2000:]
+    seconds = int(result.stdout.split("RAISED")[1].split()[0])
+    assert seconds <= 10 and "died (killed by signal SIGKILL)" in result.stdout
+
+
 def test_databases_without_checksums_still_read(tmp_path):
     db = small_db(tmp_path / "db", with_crc=False)
     result = forward(tmp_path, db, 0)
