@@ -21,7 +21,7 @@ import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -182,7 +182,8 @@ class Prefetcher:
                 if waited >= 120:
                     raise RuntimeError(f"SegDataLayer: no batch from {self.source} for 120 s") from None
                 continue
-            for reader in ready:
+            for ready_reader in ready:
+                reader = cast(Connection, ready_reader)  # wait() returns what it was given
                 try:
                     seq, batch, error = reader.recv()
                 except (EOFError, OSError):
