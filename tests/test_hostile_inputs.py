@@ -296,27 +296,36 @@ def test_label_outside_the_classes(tmp_path):
     assert result.returncode == 1 and f"{db}: record 2: label values outside 0..20 and 255: [77]" in result.stderr
 
 
-def test_a_dead_worker_is_reported_at_once(tmp_path):
+def kill_worker_then_forward(tmp_path, passes: int, kill: str, forwards: int, batch_size: int,
+                             timeout: float) -> tuple[str, int]:
+    """Runs ``passes`` forward passes, then ``kill`` (code that kills the
+    prefetch worker), then up to ``forwards`` more; returns the output and
+    the seconds until the layer raised (the output holds "RAISED" then)."""
     db = small_db(tmp_path / "db")
-    code = FORWARD.format(passes=1).replace('print("FORWARD_DONE")', '''
+    code = FORWARD.format(passes=passes).replace('print("FORWARD_DONE")', f'''
 import os, signal, time
-worker = net.layers[0].prefetcher.procs[0]
-os.kill(worker.pid, signal.SIGKILL)
-worker.join()
+{kill}
 started = time.monotonic()
 try:
-    for _ in range(10):
+    for _ in range({forwards}):
         net.forward()
 except RuntimeError as err:
     print("RAISED", round(time.monotonic() - started), err)
 ''')
-    params = dict(source=str(db), batch_size=2, crop_size=32, workers=1)
+    params = dict(source=str(db), batch_size=batch_size, crop_size=32, workers=1)
     result = subprocess.run([sys.executable, "-c", code, json.dumps(params)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120,
+                            text=True, timeout=timeout,
                             env=dict(os.environ, PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"))
     assert "RAISED" in result.stdout, result.stdout + result.stderr[-2000:]
-    seconds = int(result.stdout.split("RAISED")[1].split()[0])
-    assert seconds <= 5 and "died (killed by signal SIGKILL)" in result.stdout
+    return result.stdout, int(result.stdout.split("RAISED")[1].split()[0])
+
+
+def test_a_dead_worker_is_reported_at_once(tmp_path):
+    stdout, seconds = kill_worker_then_forward(tmp_path, 1, '''
+worker = net.layers[0].prefetcher.procs[0]
+os.kill(worker.pid, signal.SIGKILL)
+worker.join()''', forwards=10, batch_size=2, timeout=120)
+    assert seconds <= 5 and "died (killed by signal SIGKILL)" in stdout
 
 
 def test_a_worker_killed_in_the_middle_of_a_batch_is_reported_not_waited_for(tmp_path):
@@ -324,25 +333,12 @@ def test_a_worker_killed_in_the_middle_of_a_batch_is_reported_not_waited_for(tmp
     through sending it (nobody reads yet) and is killed there. The layer
     must report it, not wait forever for the rest of the batch (a shared
     queue, whose pipe the parent also holds open, waited)."""
-    db = small_db(tmp_path / "db")
-    code = FORWARD.format(passes=0).replace('print("FORWARD_DONE")', '''
-import os, signal, time
+    # 24 x 3 x 32 x 32 floats: 295 KB
+    stdout, seconds = kill_worker_then_forward(tmp_path, 0, '''
 time.sleep(2)  # the worker has filled the pipe and waits in the middle of its first batch
 worker = net.layers[0].prefetcher.procs[0]
-os.kill(worker.pid, signal.SIGKILL)
-started = time.monotonic()
-try:
-    net.forward()
-except RuntimeError as err:
-    print("RAISED", round(time.monotonic() - started), err)
-''')
-    params = dict(source=str(db), batch_size=24, crop_size=32, workers=1)  # 24 x 3 x 32 x 32 floats: 295 KB
-    result = subprocess.run([sys.executable, "-c", code, json.dumps(params)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=60,
-                            env=dict(os.environ, PYTHONPATH=f"{ROOT}:{os.environ.get('PYTHONPATH', '')}"))
-    assert "RAISED" in result.stdout, result.stdout + result.stderr[-2000:]
-    seconds = int(result.stdout.split("RAISED")[1].split()[0])
-    assert seconds <= 10 and "died (killed by signal SIGKILL)" in result.stdout
+os.kill(worker.pid, signal.SIGKILL)''', forwards=1, batch_size=24, timeout=60)
+    assert seconds <= 10 and "died (killed by signal SIGKILL)" in stdout
 
 
 def test_databases_without_checksums_still_read(tmp_path):

@@ -168,6 +168,21 @@ def _count_check(layer: V1Layer, index: int, want: tuple[int, ...], wrong: list[
     return blob.data.reshape(want)
 
 
+def _layer_blobs(source: V1Layer, kind: str, shapes: list[tuple[int, ...]],
+                 wrong: list[str]) -> list[np.ndarray] | None:
+    """The blobs of release layer ``source`` for our layer of type ``kind``
+    and blob ``shapes`` (weights exactly, the rest by their non-1 axes);
+    None, with the reason added to ``wrong``, when they do not fit."""
+    if source.kind != V1_KINDS.get(kind):
+        wrong.append(f"{source.name} is a {source.type_name} in the file, a {kind} in our net")
+        return None
+    if len(source.blobs) != len(shapes):
+        wrong.append(f"{source.name}: {len(source.blobs)} blobs in the file, {len(shapes)} in our net")
+        return None
+    blobs = [_count_check(source, i, shape, wrong, exact=(i == 0)) for i, shape in enumerate(shapes)]
+    return [blob for blob in blobs if blob is not None]  # a None is in ``wrong`` already
+
+
 def deconvnet_params(release: V1Net, target: Target, training: bool) -> dict[str, list[np.ndarray]]:
     """Our deploy (or stage-2) net's blobs from the release's layers, every
     name, type and shape checked."""
@@ -189,15 +204,10 @@ def deconvnet_params(release: V1Net, target: Target, training: bool) -> dict[str
     for name, (kind, shapes) in target.layers.items():
         if kind not in V1_KINDS:
             continue
-        source = learned[RENAMED.get(name, name)]
-        if source.kind != V1_KINDS[kind]:
-            wrong.append(f"{source.name} is a {source.type_name} in the file, a {kind} in our net")
+        blobs = _layer_blobs(learned[RENAMED.get(name, name)], kind, shapes, wrong)
+        if blobs is None:
             continue
-        if len(source.blobs) != len(shapes):
-            wrong.append(f"{source.name}: {len(source.blobs)} blobs in the file, {len(shapes)} in our net")
-            continue
-        blobs = [_count_check(source, i, shape, wrong, exact=(i == 0)) for i, shape in enumerate(shapes)]
-        params[name] = [blob for blob in blobs if blob is not None]  # a None is in ``wrong`` already
+        params[name] = blobs
         if name not in norm:
             continue
         batchnorm, scale = norm[name]
@@ -249,17 +259,13 @@ def fcn8s_2014_params(release: V1Net, target: Target) -> dict[str, list[np.ndarr
     """The 2014 FCN-8s's learned layers, by their own names, checked."""
     expected = {name: name for name in target.layers}
     _check_names(release.path, release, expected, f"the 2014 FCN-8s for {target.prototxt}")
-    learned, wrong, params = release.learned(), [], {}
+    learned = release.learned()
+    wrong: list[str] = []
+    params: dict[str, list[np.ndarray]] = {}
     for name, (kind, shapes) in target.layers.items():
-        source = learned[name]
-        if source.kind not in (V1_KINDS.get(kind),):
-            wrong.append(f"{name} is a {source.type_name} in the file, a {kind} in our net")
-            continue
-        if len(source.blobs) != len(shapes):
-            wrong.append(f"{name}: {len(source.blobs)} blobs in the file, {len(shapes)} in our net")
-            continue
-        blobs = [_count_check(source, i, shape, wrong, exact=(i == 0)) for i, shape in enumerate(shapes)]
-        params[name] = [blob for blob in blobs if blob is not None]  # a None is in ``wrong`` already
+        blobs = _layer_blobs(learned[name], kind, shapes, wrong)
+        if blobs is not None:
+            params[name] = blobs
     if wrong:
         raise ReleaseError(f"{release.path} does not fit {target.prototxt}: {'; '.join(wrong[:6])}. "
                            "Nothing was written")
