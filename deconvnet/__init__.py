@@ -16,7 +16,8 @@ Sub-packages follow the pipeline; each may import only those named beside it:
 - ``infer``: proposal inference (aggregation, dense CRF, the FCN-8s
   ensemble), outputs, figures. May import common, data, net.
 - ``bench``: benchmarking programs outside the pipeline (the GPU kit's
-  PyTorch timings and report). May import common, net.
+  PyTorch timings, report and carried inputs). May import common, data,
+  net.
 
 No module here imports ``tools``, ``data_prep`` or ``experiments``;
 ``tests/test_layout.py`` checks all of this.

@@ -15,13 +15,16 @@ for work in .cache/caffe/*-*/; do
   if [ -f "$work/src/LICENSE" ]; then cp "$work/src/LICENSE" "$work/LICENSE"; fi
   rm -rf "$work/build" "$work/src"
 done
-rm -rf .cache/caffe/downloads
+# Downloads and boost.python's source and numpy's headers (per-Python builds
+# fetch them again); boost.python's libraries stay: pycaffe loads them.
+rm -rf .cache/caffe/downloads .cache/caffe/boost-python-src-* .cache/caffe/numpy-headers
 # The CUDA toolkit minus what runs: cudart (in lib/) and cuobjdump, which
-# lists the compiled architectures.
+# lists the compiled architectures; and its headers minus CCCL's (the C++
+# ones pycaffe for another Python compiles with).
 tk=.cache/cuda-wheels/nvidia/cu13
 if [ -d "$tk" ]; then
   find "$tk/bin" -mindepth 1 ! -name cuobjdump -exec rm -rf {} +
-  rm -rf "$tk/nvvm" "$tk/include" "$tk"/lib/*.a "$tk"/lib/libnvvm.so*
+  rm -rf "$tk/nvvm" "$tk/include/cccl" "$tk"/lib/*.a "$tk"/lib/libnvvm.so*
 fi
 find . -name __pycache__ -type d -prune -exec rm -rf {} +
 

@@ -3,12 +3,17 @@
 # layer files, into a cache directory keyed by a hash of everything that goes
 # into the build. A second run with the same inputs does nothing.
 #
-# Usage: engine/build_caffe.sh [--cuda] [--arch LIST] [--python PY] [--source PATH] [--jobs N]
+# This is the core of a variant, built once: libcaffe (with the CUDA kernels),
+# the caffe tool, libcaffe_tool and the Unpooling gtest, with no Python in
+# them. pycaffe, the one part that needs an interpreter, is built per CPython
+# by engine/build_pycaffe.sh against this install tree, which keeps what that
+# needs (share/Caffe/pycaffe: pycaffe's sources and the compile definitions).
+#
+# Usage: engine/build_caffe.sh [--cuda] [--arch LIST] [--source PATH] [--jobs N]
 #   --cuda         build the CUDA + cuDNN + NCCL variant (default: CPU_ONLY)
 #   --arch LIST    with --cuda: only these GPU architectures, as SASS and no
 #                  PTX (e.g. "90"; default: CAFFE_CUDA_ARCH_BIN and _PTX of
 #                  engine/pins.sh); cached as its own variant, cuda_sm<LIST>
-#   --python PY    the interpreter pycaffe is built for (default: .venv/bin/python)
 #   --source PATH  a Caffe source tarball or directory to use instead of the
 #                  pinned Debian source package (also: CAFFE_SOURCE=PATH)
 #   --jobs N       parallel compile jobs (default: nproc)
@@ -27,7 +32,6 @@ ROOT=$(dirname "$ENGINE_DIR")
 source "$ENGINE_DIR/pins.sh"
 
 variant=cpu
-python_exe="$ROOT/.venv/bin/python"
 source_path="${CAFFE_SOURCE:-}"
 jobs=$(nproc)
 cuda_libs="${CAFFE_CUDA_LIBS:-}"
@@ -41,7 +45,6 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --cuda) variant=cuda ;;
     --arch) arch_bin="$2"; shift ;;
-    --python) python_exe="$2"; shift ;;
     --source) source_path="$2"; shift ;;
     --jobs) jobs="$2"; shift ;;
     --cuda-libs) cuda_libs="$2"; shift ;;
@@ -64,33 +67,22 @@ else
   arch_bin="$CAFFE_CUDA_ARCH_BIN"
 fi
 
-[ -x "$python_exe" ] || die "no Python interpreter at '$python_exe'; run scripts/setup.sh first or pass --python"
-
 # --- the source ------------------------------------------------------------
 
 # shellcheck source=engine/apt_mirror.sh
 source "$ENGINE_DIR/apt_mirror.sh"
 
-# Downloads the pinned orig tarball with apt-get source, through a temporary
-# deb-src list for the pinned suite, and verifies it.
+# Downloads the pinned orig tarball with apt-get source and verifies it.
 fetch_pinned_tarball() {
   local dest="$cache/downloads/$CAFFE_ORIG_TARBALL"
   if [ -f "$dest" ]; then echo "$dest"; return; fi
-  local mirror; mirror=$(apt_mirror)
-  [ -n "$mirror" ] || die "could not find a Debian mirror in this machine's apt configuration; set CAFFE_APT_MIRROR=<uri> or CAFFE_SOURCE=<tarball>"
-  log "fetching caffe=$CAFFE_DEB_VERSION from $mirror ($CAFFE_DEB_SUITE)"
   local tmp; tmp=$(mktemp -d "$cache/fetch.XXXXXX")
-  mkdir -p "$tmp/lists/partial" "$tmp/dl"
-  echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $CAFFE_DEB_SUITE main" > "$tmp/sources.list"
-  local aptopts=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-                 -o "Dir::State::Lists=$tmp/lists" -o "APT::Sandbox::User=root" -q)
-  apt-get "${aptopts[@]}" update >&2 || die "apt-get update for the $CAFFE_DEB_SUITE deb-src list failed (mirror $mirror)"
-  (cd "$tmp/dl" && apt-get "${aptopts[@]}" source --download-only "caffe=$CAFFE_DEB_VERSION" >&2) \
-    || die "apt-get source caffe=$CAFFE_DEB_VERSION failed; set CAFFE_SOURCE=<tarball or directory> to use another copy"
-  local got; got=$(sha256sum "$tmp/dl/$CAFFE_ORIG_TARBALL" | cut -d' ' -f1)
+  apt_source_download "caffe=$CAFFE_DEB_VERSION" "$CAFFE_DEB_SUITE" "$tmp" \
+    || die "could not fetch caffe=$CAFFE_DEB_VERSION; set CAFFE_SOURCE=<tarball or directory> to use another copy"
+  local got; got=$(sha256sum "$tmp/$CAFFE_ORIG_TARBALL" | cut -d' ' -f1)
   [ "$got" = "$CAFFE_ORIG_SHA256" ] || die "$CAFFE_ORIG_TARBALL has sha256 $got, expected $CAFFE_ORIG_SHA256"
   mkdir -p "$(dirname "$dest")"
-  mv "$tmp/dl/$CAFFE_ORIG_TARBALL" "$dest.part" && mv "$dest.part" "$dest"
+  mv "$tmp/$CAFFE_ORIG_TARBALL" "$dest.part" && mv "$dest.part" "$dest"
   rm -rf "$tmp"
   echo "$dest"
 }
@@ -134,23 +126,6 @@ fi
 
 # --- the configuration -----------------------------------------------------
 
-py_info=$("$python_exe" - <<'EOF'
-import os, sysconfig, numpy
-libdir = sysconfig.get_config_var("LIBDIR")
-name = sysconfig.get_config_var("LDLIBRARY")
-candidates = [os.path.join(libdir, name),
-              os.path.join(libdir, sysconfig.get_config_var("MULTIARCH") or "", name)]
-lib = next((c for c in candidates if os.path.exists(c)), "")
-print(sysconfig.get_paths()["include"])
-print(lib)
-print(numpy.get_include())
-print(numpy.__version__)
-EOF
-) || die "'$python_exe' cannot import numpy; run scripts/setup.sh first"
-{ read -r py_include; read -r py_library; read -r numpy_include; read -r numpy_version; } <<< "$py_info"
-[ -n "$py_library" ] || die "no shared libpython for '$python_exe' (Python must be built with --enable-shared)"
-case "$numpy_version" in 2.*) ;; *) die "numpy $numpy_version found; pycaffe must be built against numpy 2.x headers" ;; esac
-
 cmake_flags=(
   -DCMAKE_BUILD_TYPE=Release
   -DBLAS=Open
@@ -160,13 +135,9 @@ cmake_flags=(
   # (ImageData, WindowData, encoded Datums, convert_imageset) go unused.
   -DUSE_OPENCV=OFF
   -DBUILD_docs=OFF
-  -DBUILD_python=ON
-  -DBUILD_python_layer=ON
-  -Dpython_version=3
-  -DPYTHON_EXECUTABLE="$python_exe"
-  -DPYTHON_INCLUDE_DIR="$py_include"
-  -DPYTHON_LIBRARY="$py_library"
-  -DNUMPY_INCLUDE_DIR="$numpy_include"
+  # pycaffe and the Python layer: engine/build_pycaffe.sh, per CPython.
+  -DBUILD_python=OFF
+  -DBUILD_python_layer=OFF
   # Only our layer's gtest (plus gtest's main): the full suite takes long.
   -DBUILD_only_tests=unpooling_layer
 )
@@ -271,7 +242,7 @@ if [ "$variant" = cuda ]; then
   done
 fi
 log "configured; compiling with $jobs jobs (log: $work/build.log)"
-targets=(caffe pycaffe caffe.bin caffe_tool test.testbin upgrade_net_proto_text)
+targets=(caffe caffe.bin caffe_tool test.testbin upgrade_net_proto_text)
 if ! cmake --build "$work/build" -j "$jobs" --target "${targets[@]}" > "$work/build.log" 2>&1; then
   grep -E -B2 -A6 'error|Error' "$work/build.log" | head -n 60 >&2
   die "compile failed; full log: $work/build.log"
@@ -282,6 +253,19 @@ cmake --build "$work/build" -j "$jobs" > "$work/build-rest.log" 2>&1 \
 cmake --install "$work/build" > "$work/install.log" 2>&1 \
   || { tail -n 20 "$work/install.log" >&2; die "install failed; log: $work/install.log"; }
 cp "$work/build/test/test.testbin" "$work/install/bin/"
+# What engine/build_pycaffe.sh needs of this build, kept in the install tree
+# so that a copy of it (the Docker image's) serves too: pycaffe's patched
+# sources and the definitions libcaffe's headers were compiled with.
+rm -rf "$work/install/share/Caffe/pycaffe" && mkdir -p "$work/install/share/Caffe/pycaffe"
+cp -r "$work/src/python/caffe" "$work/install/share/Caffe/pycaffe/caffe"
+# caffe_pb2.py, which CMake generates and installs even without pycaffe.
+mkdir -p "$work/install/share/Caffe/pycaffe/caffe/proto"
+cp "$work/install/python/caffe/proto/"*.py "$work/install/share/Caffe/pycaffe/caffe/proto/"
+rm -rf "$work/install/python"
+sed -n 's/^CXX_DEFINES = //p' "$work/build/src/caffe/CMakeFiles/caffe.dir/flags.make" | tr ' ' '\n' \
+  | grep -v -e '^$' -e '^-Dcaffe_EXPORTS$' > "$work/install/share/Caffe/pycaffe/defines"
+grep -q -- '-DCAFFE_VERSION=' "$work/install/share/Caffe/pycaffe/defines" \
+  || die "no compile definitions found in $work/build/src/caffe/CMakeFiles/caffe.dir/flags.make"
 touch "$work/.complete"
 ln -sfn "$(basename "$work")" "$cache/$label"
 # Older builds of this variant are superseded.

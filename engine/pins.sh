@@ -43,3 +43,19 @@ CAFFE_WHEEL_VERSION="1.0.0.post20180821"
 CAFFE_WHEEL_PLAT="manylinux_2_36_x86_64"
 CAFFE_WHEEL_NAME_CPU="deconvnet-caffe"
 CAFFE_WHEEL_NAME_CUDA="deconvnet-caffe-cu13"
+
+# boost.python for each CPython (engine/build_pycaffe.sh): Debian 12's
+# boost1.74 source package (the version of its libboost*-dev, whose other
+# headers and libraries libcaffe uses), as Debian patches it, plus our
+# engine/boost-patches.
+BOOST_DEB_VERSION="1.74.0+ds1-21"
+BOOST_DEB_SUITE="bookworm"
+BOOST_ORIG_TARBALL="boost1.74_1.74.0+ds1.orig.tar.xz"
+BOOST_ORIG_SHA256="192f5df504d282cb81288f88232d8af45b64a9ab531e1c7cf8ae955f16f6bb28"
+BOOST_DEBIAN_TARBALL="boost1.74_1.74.0+ds1-21.debian.tar.xz"
+BOOST_DEBIAN_SHA256="6549dab4824c781e0510272ac352f9e0367d4d47c16c94989e5ec7447fd8f0d8"
+# The CPython versions the wheels are built for (scripts/build_all_wheels.sh).
+CAFFE_PYTHONS="3.10 3.11 3.12 3.13"
+# numpy whose C headers pycaffe is compiled with, for each of those Pythons
+# (2.2 is the last numpy for 3.10); the module runs with any numpy 2.x.
+CAFFE_NUMPY_BUILD="numpy==2.2.6"

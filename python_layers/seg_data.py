@@ -17,7 +17,6 @@ import atexit
 import multiprocessing as mp
 import os
 import queue
-import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from deconvnet.common.processes import die_with_parent, how_it_ended
 from deconvnet.data.crop_db import CropSource, open_crop_db
 from deconvnet.data.layer_params import SegDataParams
 
@@ -93,25 +93,11 @@ def load_batch(db: CropSource, plan: BatchPlan, crop: int, mean: np.ndarray) -> 
     return data, label
 
 
-def _die_with_parent(parent: int) -> None:
-    """`caffe train` never finalises its embedded Python, so atexit handlers
-    do not stop the workers: have the kernel kill them with their parent."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    if os.getppid() != parent:  # the parent died before prctl
-        os._exit(0)
-
-
 def _worker(source: str, crop: int, mean: np.ndarray, tasks: mp.Queue, results: Connection,
             parent: int) -> None:
     import cv2
 
-    _die_with_parent(parent)
+    die_with_parent(parent)
     cv2.setNumThreads(0)
     db = open_crop_db(Path(source))
     while True:
@@ -160,10 +146,8 @@ class Prefetcher:
 
     def _died(self, proc) -> RuntimeError:
         proc.join(timeout=5)
-        code = proc.exitcode
-        how = (f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0
-               else f"exit status {code}")
-        return RuntimeError(f"SegDataLayer: prefetch worker {proc.pid} reading {self.source} died ({how})")
+        return RuntimeError(f"SegDataLayer: prefetch worker {proc.pid} reading {self.source} died "
+                            f"({how_it_ended(proc.exitcode)})")
 
     def _check_workers(self) -> None:
         """A worker that died (a crash, SIGBUS on a damaged file, the OOM

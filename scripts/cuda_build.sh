@@ -30,6 +30,6 @@ cuda_build() {
   fi
   bash scripts/setup.sh "${setup_args[@]}" >&2
   cuda_libs="$PWD/.cache/cuda-wheels"
-  cuda_prefix=$(engine/build_caffe.sh "${build_args[@]}" --cuda-libs "$cuda_libs" --python "$PWD/.venv/bin/python" \
+  cuda_prefix=$(engine/build_caffe.sh "${build_args[@]}" --cuda-libs "$cuda_libs" \
     | tail -n 1)
 }

@@ -8,10 +8,17 @@
 #              the architectures of CAFFE_CUDA_PREFIX's build
 #   lib/       libcaffe and every non-CUDA library they load, glibc aside
 #   prototxt/  the benchmark nets and solver (prototxt/benchmark_*)
-#   python/    the PyTorch twin of the network, its benchmark and the report
+#   wheels/    for the lent machine's CPython (KIT_PYTHON): our CUDA Caffe
+#              (scripts/build_wheel.sh, the same build), and what the Python
+#              pipeline needs that the machine lacks (KIT_WHEELS): pydensecrf2
+#              (built here: it has no wheels), lmdb, protobuf 4
+#   project/   the library, python_layers, tools/train.py and tools/infer.py,
+#              the nets they run, and their inputs (deconvnet.bench.
+#              gpu_kit_inputs: crop LMDBs, 20 images of 500x375 and their
+#              proposals); also the PyTorch twin, its benchmark and the report
 #   run.sh     the measurements (engine/gpu_kit/run.sh; ./run.sh --help)
 # CUDA, cuBLAS, cuRAND, cuDNN and NCCL are not in the kit: run.sh takes them
-# from the Python's site-packages.
+# from the Python's site-packages, as it takes the packages of KIT_ASSUMED.
 #
 # Usage: scripts/gpu_kit.sh [--arch LIST] [--out DIR]
 #   --arch LIST  GPU architectures (default: "90", or those of CAFFE_CUDA_PREFIX)
@@ -28,13 +35,19 @@ source engine/pins.sh
 arch=""
 out="$ROOT/dist"
 MAX_MIB=60
+# The lent machine: /opt/torch/.venv/bin/python3 is CPython 3.12, with these
+# packages of the pipeline already there (docs/BENCHMARKS.md; the device
+# tool's KINDS.md lists them); the kit carries the rest, pinned.
+KIT_PYTHON=3.12
+KIT_ASSUMED="numpy scipy opencv-python-headless h5py six pillow tqdm matplotlib"
+KIT_WHEELS="pydensecrf2==1.1 lmdb==3.0.0 protobuf==4.25.9"
 die() { echo "gpu_kit: error: $*" >&2; exit 1; }
 log() { echo "gpu_kit: $*" >&2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) [ $# -ge 2 ] || die "--arch needs a LIST"; arch="$2"; shift ;;
     --out) [ $# -ge 2 ] || die "--out needs a DIR"; out="$2"; shift ;;
-    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
   shift
@@ -51,7 +64,7 @@ wheels=$cuda_libs
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gpu_kit.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 kit="$tmp/deconvnet-gpu-kit"
-mkdir -p "$kit/bin" "$kit/lib" "$kit/prototxt" "$kit/python"
+mkdir -p "$kit/bin" "$kit/lib" "$kit/prototxt"
 cp "$prefix/bin/caffe" "$prefix/bin/test.testbin" "$kit/bin/"
 
 # The libraries the two programs load, as this machine resolves them, less
@@ -83,13 +96,36 @@ objdump -T "$kit"/bin/* "$kit"/lib/* 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sed
 echo "$CAFFE_CUDA_RUNTIME_WHEELS" > "$kit/CUDA_WHEELS"
 
 cp prototxt/benchmark_*.prototxt "$kit/prototxt/"
-# The modules the PyTorch side and the report import (stdlib and torch only).
-for module in __init__.py common/__init__.py common/constants.py common/recipes.py net/__init__.py \
-              net/architecture.py net/torch_reference.py bench/__init__.py bench/torch_benchmark.py \
-              bench/gpu_kit_report.py; do
-  mkdir -p "$(dirname "$kit/python/deconvnet/$module")"
-  cp "deconvnet/$module" "$kit/python/deconvnet/$module"
+
+# The Python pipeline: wheels, code and inputs.
+mkdir -p "$kit/wheels" "$kit/project/tools" "$kit/project/prototxt"
+bash scripts/build_wheel.sh --cuda ${arch:+--arch "$arch"} --python "$KIT_PYTHON" --out "$kit/wheels" > /dev/null
+# shellcheck source=engine/find_python.sh
+source engine/find_python.sh
+target_py=$(find_python "$KIT_PYTHON") || die "no CPython $KIT_PYTHON here to build the kit's wheels with"
+cached="$ROOT/.cache/kit-wheels/cp${KIT_PYTHON/./}"
+mkdir -p "$cached"
+for pin in $KIT_WHEELS; do
+  name=${pin%%==*}
+  if ! ls "$cached/${name}-${pin#*==}-"*.whl > /dev/null 2>&1; then
+    # A binary wheel for that Python where PyPI has one; else one built
+    # from the source archive with that interpreter.
+    "$py" -m pip download -q --no-deps --only-binary :all: --python-version "$KIT_PYTHON" -d "$cached" "$pin" >&2 \
+      || { log "no wheel of $pin for Python $KIT_PYTHON on PyPI: building one with $target_py"
+           "$target_py" -m pip wheel -q --no-deps -w "$cached" "$pin" >&2; } \
+      || die "could not download or build a wheel of $pin for Python $KIT_PYTHON"
+  fi
+  cp "$cached/${name}-${pin#*==}-"*.whl "$kit/wheels/"
 done
+echo "$KIT_PYTHON" > "$kit/PYTHON_VERSION"
+echo "$KIT_ASSUMED" > "$kit/ASSUMED_PACKAGES"
+(tar -cf - --exclude=__pycache__ deconvnet python_layers) | tar -xf - -C "$kit/project"
+cp tools/train.py tools/infer.py "$kit/project/tools/"
+cp prototxt/stage2_solver.prototxt prototxt/deconvnet_stage2_train.prototxt prototxt/deconvnet_stage2_test.prototxt \
+   prototxt/deconvnet_deploy_folded.prototxt "$kit/project/prototxt/"
+log "writing the kit's inputs (crop LMDBs, images, proposals)"
+"$py" -m deconvnet.bench.gpu_kit_inputs "$kit/project" > "$tmp/inputs.log" 2>&1 \
+  || { tail -n 20 "$tmp/inputs.log" >&2; die "deconvnet.bench.gpu_kit_inputs failed"; }
 cp engine/gpu_kit/run.sh "$kit/run.sh"
 chmod +x "$kit/run.sh"
 cp "$(dirname "$prefix")/src/LICENSE" "$kit/LICENSE.caffe" 2>/dev/null \

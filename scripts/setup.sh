@@ -4,8 +4,10 @@
 #   2. the virtualenv .venv (from the default python3) with requirements.txt
 #      and this project installed in editable mode;
 #   3. Caffe from its pinned source with our patches (engine/build_caffe.sh),
-#      CPU_ONLY, with pycaffe and Python layers;
-#   4. `import caffe` in .venv, and a `caffe` command in .venv/bin.
+#      CPU_ONLY, then pycaffe for .venv's Python (engine/build_pycaffe.sh:
+#      boost.python and the _caffe module, which registers Python layers);
+#   4. `import caffe` in .venv, and a `caffe` command in .venv/bin (Caffe's
+#      tool run inside .venv's Python, so that Python layers run).
 # Every step is skipped when already done, so a second run takes seconds.
 #
 # Usage: scripts/setup.sh [--cuda | --use-cuda] [--cuda-arch LIST]
@@ -44,7 +46,7 @@ log() { echo "setup: $*" >&2; }
 APT_PACKAGES=(
   build-essential cmake pkg-config patch ca-certificates
   python3 python3-dev python3-venv
-  libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
+  libboost-system-dev libboost-thread-dev libboost-filesystem-dev dpkg-dev
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgflags-dev
   libhdf5-dev liblmdb-dev libopenblas-dev
 )
@@ -93,25 +95,27 @@ if [ "$with_cuda" = 1 ]; then
     ln -sfn libcudart.so.13 "$wheels/nvidia/cu13/lib/libcudart.so"
     echo "$wanted" > "$wheel_stamp"
   fi
-  cuda_prefix=$(engine/build_caffe.sh --cuda "${arch_args[@]}" --python "$ROOT/.venv/bin/python" --cuda-libs "$ROOT/$wheels" | tail -n 1)
+  cuda_prefix=$(engine/build_caffe.sh --cuda "${arch_args[@]}" --cuda-libs "$ROOT/$wheels" | tail -n 1)
 fi
 if [ "$use_cuda" = 1 ]; then
   prefix=$cuda_prefix
+  pycaffe=$(engine/build_pycaffe.sh --prefix "$prefix" --cuda-libs "$ROOT/$wheels" --python "$ROOT/.venv/bin/python" | tail -n 1)
 else
-  prefix=$(engine/build_caffe.sh --python "$ROOT/.venv/bin/python" | tail -n 1)
+  prefix=$(engine/build_caffe.sh | tail -n 1)
+  pycaffe=$(engine/build_pycaffe.sh --prefix "$prefix" --python "$ROOT/.venv/bin/python" | tail -n 1)
 fi
 
 # --- 4. pycaffe and the caffe command in .venv ------------------------------
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-echo "$prefix/python" > "$site/caffe_engine.pth"
+echo "$pycaffe" > "$site/caffe_engine.pth"
 cat > .venv/bin/caffe.tmp <<WRAP
 #!/usr/bin/env bash
-# Caffe's command-line tool, run with this virtualenv's Python packages so that
-# Python layers (python_layers.*) import under \`caffe train\`.
+# Caffe's command-line tool (libcaffe_tool of $prefix), run inside this
+# virtualenv's Python by pycaffe's caffe._command, so that Python layers
+# (python_layers.*) run in this interpreter with its packages.
 venv=\$(cd "\$(dirname "\${BASH_SOURCE[0]}")/.." && pwd)
-export PATH="\$venv/bin:\$PATH"
-export PYTHONPATH="$ROOT:$prefix/python:$site\${PYTHONPATH:+:\$PYTHONPATH}"
-exec "$prefix/bin/caffe" "\$@"
+export PYTHONPATH="$ROOT\${PYTHONPATH:+:\$PYTHONPATH}"
+exec "\$venv/bin/python" -m caffe._command "\$@"
 WRAP
 chmod +x .venv/bin/caffe.tmp && mv .venv/bin/caffe.tmp .venv/bin/caffe
 

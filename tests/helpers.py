@@ -54,6 +54,12 @@ def apt_install(*packages: str) -> None:
             raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
 
 
+def run_find_python(version: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """engine/find_python.sh's find_python X.Y, as the wheel script runs it."""
+    return subprocess.run(["bash", "-c", f"source engine/find_python.sh && find_python {version}"], cwd=ROOT,
+                          capture_output=True, text=True, env=dict(os.environ, **(env or {})))
+
+
 def docker_image_tier(config) -> bool:
     """Whether this pytest run builds the Docker image (DECONVNET_TESTS=all or
     -m docker_image), and so takes the wheels' CUDA build from it."""

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from helpers import ROOT, VENV_BIN, run_python
+from helpers import ROOT, VENV_BIN, run_find_python, run_python
 
 
 def test_unpooling_is_registered_in_venv_python():
@@ -75,3 +75,59 @@ def test_import_caffe_needs_no_scikit_image(tmp_path):
             "import caffe\nprint('imported', 'Unpooling' in caffe.layer_type_list())")
     result = run_python(code, tmp_path)
     assert result.returncode == 0 and "imported True" in result.stdout, result.stderr[-2000:]
+
+
+def test_python_layers_are_registered_by_pycaffe_not_libcaffe(cpu_prefix):
+    """Engine patch 0016: libcaffe links no Python, so the compiled tool
+    alone knows no Python layer type; pycaffe's module registers it."""
+    needed = subprocess.run(["readelf", "-d", str(cpu_prefix / "lib" / "libcaffe.so")], capture_output=True,
+                            text=True, check=True).stdout
+    assert "libpython" not in needed and "boost_python" not in needed, needed
+    net = ('layer { name: "d" type: "Python" top: "x" '
+           'python_param { module: "no_such_module" layer: "L" } }')
+    with_tool = subprocess.run([str(cpu_prefix / "bin" / "caffe"), "time", "-model", "/dev/stdin", "-iterations",
+                                "1"], input=net, capture_output=True, text=True, timeout=60)
+    assert with_tool.returncode != 0 and "Unknown layer type: Python" in with_tool.stderr, with_tool.stderr[-2000:]
+    # The caffe command (the tool inside a Python with pycaffe) gets as far
+    # as importing the layer's module.
+    with_command = subprocess.run([str(VENV_BIN / "caffe"), "time", "-model", "/dev/stdin", "-iterations", "1"],
+                                  input=net, capture_output=True, text=True, timeout=60)
+    assert with_command.returncode != 0 and "No module named 'no_such_module'" in with_command.stderr, \
+        with_command.stderr[-2000:]
+
+
+def test_find_python_takes_an_interpreter_of_that_version_with_headers(tmp_path):
+    """The override is taken only when it is that version with Python.h;
+    an unknown version fails naming how to get one."""
+    import sys
+    import sysconfig
+    here = "%d.%d" % sys.version_info[:2]
+    found = run_find_python(here, {f"DECONVNET_PYTHON_{here.replace('.', '_')}": sys.executable})
+    assert found.returncode == 0 and found.stdout.strip() == sys.executable, found.stderr
+    assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))
+    liar = tmp_path / "python"
+    liar.write_text("#!/bin/sh\nexit 1\n")
+    liar.chmod(0o755)
+    other = run_find_python(here, {f"DECONVNET_PYTHON_{here.replace('.', '_')}": str(liar)})
+    assert other.stdout.strip() != str(liar)
+    missing = run_find_python("3.99")
+    assert missing.returncode == 1 and "pyenv install 3.99" in missing.stderr and "python3.99-dev" in missing.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--python", "3.9"], "Python 3.9 is not one the wheels are made for (3.10 3.11 3.12 3.13"),
+    (["--python", "/no/such/python"], "neither X.Y nor an interpreter's path"),
+    (["--python", "3.12", "--all-pythons"], "exclude each other"),
+])
+def test_wheel_python_choice_is_checked(args, message):
+    out = subprocess.run(["bash", "scripts/build_wheel.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and message in out.stderr, out.stderr
+
+
+def test_pycaffe_build_refuses_a_core_without_its_sources(tmp_path):
+    """A core install tree from before build_pycaffe.sh (no share/Caffe/pycaffe)."""
+    (tmp_path / "install" / "lib").mkdir(parents=True)
+    out = subprocess.run(["bash", "engine/build_pycaffe.sh", "--prefix", str(tmp_path / "install")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "rebuild it with engine/build_caffe.sh" in out.stderr, out.stderr

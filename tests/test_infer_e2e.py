@@ -77,10 +77,17 @@ def test_infer_then_eval(setup, tmp_path, extra):
     if "--fcn-weights" in extra:
         extra += ["--fcn-model", str(setup / "fcn.prototxt")]
     result = infer(setup, tmp_path / "out", "--voc-root", voc, "--split", SPLIT, "--save-probs",
-                   "--overlays", *extra)
+                   "--overlays", "--timings", tmp_path / "timings.json", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     labels = sorted((tmp_path / "out" / "labels").glob("*.png"))
     assert len(labels) == 6
+    # --timings: the mean seconds per image of each step, and their sum.
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    per = timings["seconds_per_image"]
+    assert timings["images"] == 6 and timings["device"] == "cpu"
+    assert per["forward"] > 0 and (per["crf"] > 0) == ("--crf" in extra)
+    assert (per["fcn"] > 0) == ("--fcn-weights" in extra)
+    assert per["total"] == pytest.approx(sum(v for k, v in per.items() if k != "total"))
     first = labels[0].stem
     label = np.array(Image.open(labels[0]))
     assert Image.open(labels[0]).mode == "P" and label.max() <= 20

@@ -22,7 +22,7 @@ ALLOWED = {
     "eval": {"common", "data"},
     "train": {"common", "data", "net", "eval"},
     "infer": {"common", "data", "net"},
-    "bench": {"common", "net"},
+    "bench": {"common", "data", "net"},
 }
 ENTRY_POINTS = ("tools", "data_prep", "experiments", "tests")
 

@@ -19,6 +19,11 @@ BUILD_STUB = """#!/usr/bin/env bash
 # Stand-in of engine/build_caffe.sh: prints the prefix of the variant asked for.
 case " $* " in *" --cuda "*) echo /stub/cuda ;; *) echo /stub/cpu ;; esac
 """
+PYCAFFE_STUB = """#!/usr/bin/env bash
+# Stand-in of engine/build_pycaffe.sh: prints where pycaffe for --prefix goes.
+while [ $# -gt 0 ]; do [ "$1" = --prefix ] && prefix=$2; shift; done
+echo "$prefix/pycaffe"
+"""
 PYTHON_STUB = """#!/usr/bin/env bash
 # Stand-in of .venv/bin/python: pip installs nothing (but makes --target's
 # folders), and the site-packages folder is the test's.
@@ -44,6 +49,7 @@ def setup_tree(tmp_path: Path) -> tuple[Path, Path]:
     for name in ("requirements.txt", "pyproject.toml"):
         shutil.copy(ROOT / name, root / name)
     write(root / "engine" / "build_caffe.sh", BUILD_STUB).chmod(0o755)
+    write(root / "engine" / "build_pycaffe.sh", PYCAFFE_STUB).chmod(0o755)
     site = tmp_path / "site"
     site.mkdir()
     write(root / ".venv" / "bin" / "python", PYTHON_STUB.replace("SITE", str(site))).chmod(0o755)
@@ -64,7 +70,7 @@ def engine_used(tmp_path: Path, *flags: str) -> str:
 def test_which_build_each_set_up_gives_venv(tmp_path, flags, prefix):
     """--use-cuda gives .venv the CUDA build; --cuda only builds it beside
     the CPU one (the negative case: a GPU user's command it must not be)."""
-    assert engine_used(tmp_path, *flags) == f"{prefix}/python"
+    assert engine_used(tmp_path, *flags) == f"{prefix}/pycaffe"
 
 
 def documented_setup_commands() -> list[tuple[str, str]]:
@@ -83,7 +89,7 @@ def test_the_documented_gpu_set_up_is_the_cuda_build(tmp_path):
     assert {name for name, _ in cuda} == set(USER_DOCS), "each page gives the GPU set-up"
     for name, command in cuda:
         flags = tuple(command.split()[2:])
-        assert engine_used(tmp_path / str(len(flags)) / name.replace("/", "_"), *flags) == "/stub/cuda/python", \
+        assert engine_used(tmp_path / str(len(flags)) / name.replace("/", "_"), *flags) == "/stub/cuda/pycaffe", \
             f"{name}: `{command}` leaves .venv on the CPU build"
     # Every GPU command in these pages runs on that set-up, never on a CPU build.
     for name in USER_DOCS:

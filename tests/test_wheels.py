@@ -1,8 +1,16 @@
 """The pip wheels (scripts/build_wheel.sh) and the offline GPU kit
 (scripts/gpu_kit.sh): built here, checked with ldd against the manylinux
-policy, then installed and run in bare Debian 12 containers (debootstrap's
-minbase plus python3 and python3-venv) with no network: pip takes only our
-wheel and its PyPI dependencies from a local folder.
+policy, then installed and run in bare Debian 12 containers with no network:
+pip takes only our wheel and its PyPI dependencies from a local folder. The
+container of CPython 3.11 is debootstrap's minbase plus Debian's python3 and
+python3-venv; for the other Pythons it is minbase plus the shared libraries
+their standard library loads, with the interpreter mounted (as a
+python:3.12 image holds one in /usr/local).
+
+Each wheel is made for one CPython. This run builds those of
+DECONVNET_WHEEL_PYTHONS (CPU; default "3.11 3.12") and
+DECONVNET_CUDA_WHEEL_PYTHONS (CUDA; default "3.11"); scripts/wheel_matrix.sh
+sets both to every Python of engine/pins.sh.
 
 The CUDA wheel and the kit share the run's one CUDA compile: where the run
 builds the Docker image (DECONVNET_TESTS=all: tests/test_docker.py builds
@@ -14,18 +22,27 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tarfile
 import zipfile
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 from docker_engine import DockerEngine, build_project_image, copy_cuda_build, ensure_base_image
-from helpers import ROOT, VENV_BIN, docker_image_tier
+from helpers import ROOT, docker_image_tier, run_find_python
 
 pytestmark = pytest.mark.slow
 
 WHEELHOUSE = ROOT / ".cache" / "wheelhouse"
 PYTHON_IMAGE = "deconvnet-python:bookworm"
+RUNTIME_IMAGE = "deconvnet-cpython-runtime:bookworm"
+SYSTEM_PYTHON = "3.11"   # Debian 12's python3, which PYTHON_IMAGE installs from apt
+KIT_PYTHON = "3.12"      # the lent GPU machine's python3
+CPU_PYTHONS = os.environ.get("DECONVNET_WHEEL_PYTHONS", "3.11 3.12").split()
+CUDA_PYTHONS = os.environ.get("DECONVNET_CUDA_WHEEL_PYTHONS", "3.11").split()
+WHEELS = [("cpu", v) for v in CPU_PYTHONS] + [("cuda", v) for v in CUDA_PYTHONS]
 KIT_MAX_BYTES = 60 * 2**20
 # The libraries a manylinux_2_36 wheel may load from the system, as PEP 600
 # and the manylinux policy list them (glibc's, libstdc++, libgcc_s and the
@@ -47,9 +64,35 @@ def build(*args: str, timeout: float = 3600, env: dict[str, str] | None = None) 
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+@cache
+def find_python(version: str) -> Path:
+    """The interpreter engine/find_python.sh finds for X.Y, as the wheel
+    script does."""
+    out = run_find_python(version)
+    assert out.returncode == 0, out.stderr
+    return Path(out.stdout.strip())
+
+
 @pytest.fixture(scope="module")
-def cpu_wheel() -> Path:
-    return build("scripts/build_wheel.sh")
+def wheel_for(request) -> Callable[[str, str], Path]:
+    """wheel_for(kind, X.Y): the wheel, built on first use (each Python's
+    adds only pycaffe to the variant's one core build)."""
+    built: dict[tuple[str, str], Path] = {}
+
+    def wheel(kind: str, python: str) -> Path:
+        if (kind, python) not in built:
+            if kind == "cpu":
+                built[kind, python] = build("scripts/build_wheel.sh", "--python", python)
+            else:
+                args, env = request.getfixturevalue("cuda_build")
+                built[kind, python] = build("scripts/build_wheel.sh", "--cuda", *args, "--python", python, env=env)
+        return built[kind, python]
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def cpu_wheel(wheel_for) -> Path:
+    return wheel_for("cpu", SYSTEM_PYTHON)
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +108,13 @@ def cuda_build(request, engine) -> tuple[list[str], dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def cuda_wheel(cuda_build) -> Path:
-    args, env = cuda_build
-    return build("scripts/build_wheel.sh", "--cuda", *args, env=env)
+def cuda_wheel(wheel_for) -> Path:
+    return wheel_for("cuda", SYSTEM_PYTHON)
 
 
 @pytest.fixture(scope="module")
-def gpu_kit(cuda_build, cuda_wheel) -> Path:   # after the wheel: the same build, already done
+def gpu_kit(cuda_build, wheel_for) -> Path:   # after a wheel: the same build, already done
+    wheel_for("cuda", SYSTEM_PYTHON)
     args, env = cuda_build
     return build("scripts/gpu_kit.sh", *args, env=env)
 
@@ -88,23 +131,29 @@ def entry_points(wheel: Path) -> str:
         return z.read(next(n for n in z.namelist() if n.endswith(".dist-info/entry_points.txt"))).decode()
 
 
-@pytest.mark.parametrize("kind", ["cpu", "cuda"])
-def test_wheel_name_and_metadata(kind, request):
-    wheel = request.getfixturevalue(f"{kind}_wheel")
+@pytest.mark.parametrize("kind, python", WHEELS)
+def test_wheel_name_and_metadata(kind, python, wheel_for, request):
+    wheel = wheel_for(kind, python)
     dist = "deconvnet_caffe" if kind == "cpu" else "deconvnet_caffe_cu13"
     # PEP 427: {distribution}-{version}-{python}-{abi}-{platform}.whl, for
-    # CPython 3.11 (Debian 12's). The platform tags (a compressed set)
-    # include Debian 12's glibc, 2.36, and none newer; auditwheel adds the
-    # oldest glibc whose symbol versions suffice.
+    # one CPython. The platform tags (a compressed set) include Debian 12's
+    # glibc, 2.36, and none newer; auditwheel adds the oldest glibc whose
+    # symbol versions suffice.
     # +sm90: the host's build of sm_90 alone; the image's has every pinned architecture.
     version = r"1\.0\.0\.post20180821" + ("" if kind == "cpu" or docker_image_tier(request.config) else r"\+sm90")
-    found = re.fullmatch(rf"{dist}-{version}-cp311-cp311-([\w.]+)\.whl", wheel.name)
+    tag = "cp" + python.replace(".", "")
+    found = re.fullmatch(rf"{dist}-{version}-{tag}-{tag}-([\w.]+)\.whl", wheel.name)
     assert found, wheel.name
     platforms = found.group(1).split(".")
     assert "manylinux_2_36_x86_64" in platforms
     assert all(re.fullmatch(r"manylinux_2_(\d+)_x86_64", p) and int(p.split("_")[2]) <= 36 for p in platforms)
     names, meta = metadata(wheel)
-    assert "caffe/_caffe.so" in names and "caffe/libcaffe_tool.so" in names and "caffe/pycaffe.py" in names
+    # The module carries its interpreter's suffix (PEP 3149).
+    assert f"caffe/_caffe.cpython-{tag[2:]}-x86_64-linux-gnu.so" in names, names
+    assert "caffe/libcaffe_tool.so" in names and "caffe/pycaffe.py" in names
+    assert f"Requires-Python: =={python}.*" in meta
+    # boost.python for this Python, from our pinned build, is bundled.
+    assert any(re.search(rf"\.libs/libboost_python{tag[2:]}[-.]", n) for n in names), names
     assert any(re.search(r"\.libs/libcaffe[-.]", n) for n in names), "libcaffe is not bundled"
     assert "caffe = caffe._command:main" in entry_points(wheel)
     requires = re.findall(r"^Requires-Dist: (.+)$", meta, flags=re.MULTILINE)
@@ -143,9 +192,9 @@ def ldd_outside(site: Path) -> list[str]:
     return bad
 
 
-@pytest.mark.parametrize("kind", ["cpu", "cuda"])
-def test_every_library_resolves_in_the_wheel_or_the_allowed_set(kind, request, tmp_path):
-    wheel = request.getfixturevalue(f"{kind}_wheel")
+@pytest.mark.parametrize("kind, python", WHEELS)
+def test_every_library_resolves_in_the_wheel_or_the_allowed_set(kind, python, wheel_for, tmp_path):
+    wheel = wheel_for(kind, python)
     site = tmp_path / "site-packages"
     with zipfile.ZipFile(wheel) as z:
         z.extractall(site)
@@ -195,51 +244,122 @@ def lowest_bounds(folder: Path) -> Path:
     return path
 
 
-def wheelhouse(*requirements: str) -> Path:
-    """Our wheels and what pip resolves for them, downloaded here (cached),
-    so that the containers install with --no-index and no network. The
-    nvidia-* wheels are taken at the CUDA wheel's lowest bounds."""
+def wheelhouse(python: str, *requirements: str) -> Path:
+    """Our wheels and what pip resolves for them for CPython X.Y, downloaded
+    here (cached), so that the containers install with --no-index and no
+    network. The nvidia-* wheels are taken at the CUDA wheel's lowest bounds."""
     WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-    out = subprocess.run([str(VENV_BIN / "python"), "-m", "pip", "download", "-q", "--only-binary", ":all:",
-                          "-c", str(lowest_bounds(WHEELHOUSE)), "-d", str(WHEELHOUSE), *requirements],
+    # That Python's own pip: it evaluates the requirements' markers (pytest's
+    # exceptiongroup and tomli below 3.11) for that version.
+    out = subprocess.run([str(find_python(python)), "-m", "pip", "download", "-q", "--only-binary", ":all:",
+                          "-c", str(lowest_bounds(WHEELHOUSE)),
+                          "-d", str(WHEELHOUSE), *requirements],
                          capture_output=True, text=True, timeout=3600)
     assert out.returncode == 0, out.stderr[-3000:]
     return WHEELHOUSE
 
 
+def system_packages_loaded_by(prefix: Path) -> list[str]:
+    """The Debian packages of the shared libraries that an interpreter
+    installed under prefix (its libpython and standard-library modules)
+    loads from the system, as this machine resolves them."""
+    paths = set()
+    for elf in [*prefix.glob("lib/libpython3*.so*"), *prefix.glob("lib/python3*/lib-dynload/*.so")]:
+        out = subprocess.run(["ldd", str(elf)], capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] == "=>" and parts[2].startswith("/") \
+                    and not parts[2].startswith(str(prefix)):
+                paths.add(parts[2])
+    packages = set()
+    for path in sorted(paths):
+        for candidate in (path, os.path.realpath(path), "/usr" + path):
+            owner = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True)
+            if owner.returncode == 0:
+                packages.add(owner.stdout.split(":")[0])
+                break
+    return sorted(packages)
+
+
+def interpreter_prefix(python: str) -> Path:
+    """The installation folder (sys.base_prefix) of the CPython X.Y that the
+    wheel script builds for, mounted read-only into the containers."""
+    out = subprocess.run([str(find_python(python)), "-c", "import sys; print(sys.base_prefix)"],
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
 @pytest.fixture(scope="module")
-def cpu_container(engine, python_image, cpu_wheel) -> subprocess.CompletedProcess:
-    """The CPU wheel in a fresh virtualenv, then pycaffe, the caffe command
-    and the engine tests (Unpooling against numpy, caffe train of a tiny
-    net, with the native and the Python unpooling layer) against it."""
-    house = wheelhouse(str(cpu_wheel), "pytest", "h5py")
-    script = f"""set -e
-python3 -m venv /v
-/v/bin/pip install -q --no-index --find-links /wheelhouse /dist/{cpu_wheel.name} pytest h5py
+def runtime_image(engine: DockerEngine) -> str:
+    """debian:bookworm (minbase) plus the shared libraries this run's
+    non-Debian interpreters load (libssl3, libffi8, ...): no Python."""
+    ensure_base_image(engine)
+    pythons = sorted(set(CPU_PYTHONS + CUDA_PYTHONS + [KIT_PYTHON]) - {SYSTEM_PYTHON})
+    packages = sorted({p for v in pythons for p in system_packages_loaded_by(interpreter_prefix(v))})
+    dockerfile = ("FROM debian:bookworm\n"
+                  f"RUN apt-get update && apt-get install -y --no-install-recommends {' '.join(packages)} "
+                  "&& rm -rf /var/lib/apt/lists/*\n")
+    built = subprocess.run([engine.client, "build", "--network", "host", "-t", RUNTIME_IMAGE, "-"],
+                           input=dockerfile, env=engine.env, capture_output=True, text=True, timeout=1200)
+    assert built.returncode == 0, built.stderr[-3000:]
+    return RUNTIME_IMAGE
+
+
+def bare_python(python: str, request) -> tuple[str, str, list[str]]:
+    """(image, the command that makes the virtualenv /v, mounts) of a bare
+    container of CPython X.Y: Debian's python3 for 3.11, else the runtime
+    image with the interpreter mounted where it was built."""
+    if python == SYSTEM_PYTHON:
+        return request.getfixturevalue("python_image"), "python3 -m venv /v", []
+    prefix = interpreter_prefix(python)
+    return (request.getfixturevalue("runtime_image"), f"{prefix}/bin/python{python} -m venv /v",
+            [f"{prefix}:{prefix}:ro"])
+
+
+@pytest.fixture(scope="module")
+def cpu_container(engine, wheel_for, request) -> Callable[[str], subprocess.CompletedProcess]:
+    """cpu_container(X.Y): the CPU wheel of that Python in a fresh
+    virtualenv of a bare container, then pycaffe, the caffe command and the
+    engine tests (Unpooling against numpy, caffe train of a tiny net, with
+    the native and the Python unpooling layer) against it."""
+    @cache
+    def run(python: str) -> subprocess.CompletedProcess:
+        wheel = wheel_for("cpu", python)
+        image, make_venv, mounts = bare_python(python, request)
+        house = wheelhouse(python, str(wheel), "pytest", "h5py")
+        script = f"""set -e
+{make_venv}
+/v/bin/pip install -q --no-index --find-links /wheelhouse /dist/{wheel.name} pytest h5py
 cd /tmp
-/v/bin/python -c "import caffe; print('LAYERS', ' '.join(caffe.layer_type_list()))"
+/v/bin/python -c "import sys, caffe; print('PYTHON', *sys.version_info[:2]); print('LAYERS', *caffe.layer_type_list())"
 /v/bin/caffe --version 2>&1 | sed 's/^/VERSION /'
-ldd /v/lib/python3*/site-packages/caffe/_caffe.so | grep -c '=> /v/' | sed 's/^/BUNDLED /'
+ldd /v/lib/python3*/site-packages/caffe/_caffe*.so | grep -c '=> /v/' | sed 's/^/BUNDLED /'
 cp -r /repo/tests /tmp/tests
 PYTHONPATH=/repo DECONVNET_CAFFE_COMMAND=/v/bin/caffe /v/bin/python -m pytest -p no:cacheprovider -q \\
   --rootdir /tmp/tests /tmp/tests/test_unpooling_layer.py /tmp/tests/test_caffe_train_cli.py 2>&1 | tail -n 15
 """
-    return engine.run_container(python_image, script, f"{cpu_wheel.parent}:/dist:ro", f"{house}:/wheelhouse:ro",
-                                f"{ROOT}:/repo:ro", timeout=1800)
+        return engine.run_container(image, script, f"{wheel.parent}:/dist:ro", f"{house}:/wheelhouse:ro",
+                                    f"{ROOT}:/repo:ro", *mounts, timeout=1800)
+    return run
 
 
-def test_cpu_wheel_imports_with_the_unpooling_layer(cpu_container):
-    assert cpu_container.returncode == 0, cpu_container.stdout[-3000:] + cpu_container.stderr[-3000:]
-    layers = next(line for line in cpu_container.stdout.splitlines() if line.startswith("LAYERS")).split()
+@pytest.mark.parametrize("python", CPU_PYTHONS)
+def test_cpu_wheel_imports_with_the_unpooling_layer(python, cpu_container):
+    container = cpu_container(python)
+    assert container.returncode == 0, container.stdout[-3000:] + container.stderr[-3000:]
+    assert f"PYTHON {python.replace('.', ' ')}" in container.stdout
+    layers = next(line for line in container.stdout.splitlines() if line.startswith("LAYERS")).split()
     assert "Unpooling" in layers and "Python" in layers
 
 
-def test_cpu_wheel_caffe_command(cpu_container):
-    assert "VERSION caffe version 1.0.0" in cpu_container.stdout, cpu_container.stdout[-3000:]
+@pytest.mark.parametrize("python", CPU_PYTHONS)
+def test_cpu_wheel_caffe_command(python, cpu_container):
+    assert "VERSION caffe version 1.0.0" in cpu_container(python).stdout, cpu_container(python).stdout[-3000:]
 
 
-def test_engine_tests_pass_against_the_installed_wheel(cpu_container):
-    out = cpu_container.stdout
+@pytest.mark.parametrize("python", CPU_PYTHONS)
+def test_engine_tests_pass_against_the_installed_wheel(python, cpu_container):
+    out = cpu_container(python).stdout
     passed = re.search(r"(\d+) passed", out)
     assert passed and int(passed.group(1)) >= 10 and not re.search(r"\d+ (failed|errors?)\b", out), out[-3000:]
     # _caffe.so loads its libraries from the wheel in the virtualenv.
@@ -264,15 +384,21 @@ print("UNPOOLED", net.forward()["u"].ravel().astype(int).tolist())
 
 
 @pytest.fixture(scope="module")
-def cuda_container(engine, python_image, cuda_wheel, gpu_kit, tmp_path_factory) -> subprocess.CompletedProcess:
-    """The CUDA wheel with its nvidia-* dependencies on a machine without a
-    GPU, then the GPU kit run with that virtualenv's Python."""
-    house = wheelhouse(str(cuda_wheel))
+def cuda_container(engine, wheel_for, request, tmp_path_factory) -> Callable[[str], subprocess.CompletedProcess]:
+    """cuda_container(X.Y): the CUDA wheel of that Python with its nvidia-*
+    dependencies in a bare container without a GPU: import, Unpooling on
+    the CPU, and the caffe command's first GPU call."""
     check = tmp_path_factory.mktemp("check")
     (check / "unpool_on_cpu.py").write_text(UNPOOL_ON_CPU)
-    script = f"""set -e
-python3 -m venv /v
-/v/bin/pip install -q --no-index --find-links /wheelhouse -c /wheelhouse/lowest-bounds.txt /dist/{cuda_wheel.name}
+
+    @cache
+    def run(python: str) -> subprocess.CompletedProcess:
+        wheel = wheel_for("cuda", python)
+        image, make_venv, mounts = bare_python(python, request)
+        house = wheelhouse(python, str(wheel))
+        script = f"""set -e
+{make_venv}
+/v/bin/pip install -q --no-index --find-links /wheelhouse -c /wheelhouse/lowest-bounds.txt /dist/{wheel.name}
 /v/bin/pip list --format=freeze | grep '^nvidia-' | sed 's/^/INSTALLED /'
 cd /tmp
 /v/bin/python /check/unpool_on_cpu.py
@@ -280,25 +406,26 @@ set +e
 /v/bin/caffe device_query -gpu 0 > dq.log 2>&1
 echo "DEVICE_QUERY_STATUS $?"
 sed 's/^/DEVICE_QUERY /' dq.log
-{UNPACK_KIT}
-/tmp/deconvnet-gpu-kit/run.sh --python /v/bin/python > kit.log 2>&1
-echo "KIT_STATUS $?"
-sed 's/^/KIT /' kit.log
 """
-    return engine.run_container(python_image, script, f"{cuda_wheel.parent}:/dist:ro", f"{house}:/wheelhouse:ro",
-                                f"{check}:/check:ro", timeout=1800)
+        return engine.run_container(image, script, f"{wheel.parent}:/dist:ro", f"{house}:/wheelhouse:ro",
+                                    f"{check}:/check:ro", *mounts, timeout=1800)
+    return run
 
 
-def test_cuda_wheel_installs_at_the_lowest_bounds_of_its_ranges(cuda_container):
-    installed = {line.split()[1] for line in cuda_container.stdout.splitlines() if line.startswith("INSTALLED ")}
+@pytest.mark.parametrize("python", CUDA_PYTHONS)
+def test_cuda_wheel_installs_at_the_lowest_bounds_of_its_ranges(python, cuda_container):
+    out = cuda_container(python).stdout
+    installed = {line.split()[1] for line in out.splitlines() if line.startswith("INSTALLED ")}
     assert set(pinned("CAFFE_CUDA_RUNTIME_WHEELS")) <= installed, sorted(installed)
 
 
-def test_cuda_wheel_imports_and_runs_on_the_cpu(cuda_container):
-    out = cuda_container.stdout
-    assert cuda_container.returncode == 0, out[-3000:] + cuda_container.stderr[-3000:]
+@pytest.mark.parametrize("python", CUDA_PYTHONS)
+def test_cuda_wheel_imports_and_runs_on_the_cpu(python, cuda_container):
+    container = cuda_container(python)
+    out = container.stdout
+    assert container.returncode == 0, out[-3000:] + container.stderr[-3000:]
     layers = next(line for line in out.splitlines() if line.startswith("LAYERS")).split()
-    assert "Unpooling" in layers
+    assert "Unpooling" in layers and "Python" in layers
     # Max pooling of 0..15 (4x4) keeps 5, 7, 13, 15; unpooling puts them back.
     expected = [0] * 16
     for i in (5, 7, 13, 15):
@@ -306,8 +433,9 @@ def test_cuda_wheel_imports_and_runs_on_the_cpu(cuda_container):
     assert f"UNPOOLED {expected}" in out, out[-3000:]
 
 
-def test_cuda_wheel_device_query_without_a_gpu_fails_clearly(cuda_container):
-    out = cuda_container.stdout
+@pytest.mark.parametrize("python", CUDA_PYTHONS)
+def test_cuda_wheel_device_query_without_a_gpu_fails_clearly(python, cuda_container):
+    out = cuda_container(python).stdout
     assert "DEVICE_QUERY_STATUS 1" in out, out[-3000:]
     assert "no usable NVIDIA GPU" in out and "Check failed" not in out, out[-3000:]
 
@@ -317,11 +445,50 @@ def test_gpu_kit_is_small(gpu_kit):
     assert gpu_kit.stat().st_size <= KIT_MAX_BYTES
 
 
-def test_gpu_kit_stops_clearly_at_the_first_gpu_call(cuda_container):
-    kit = "\n".join(line[4:] for line in cuda_container.stdout.splitlines() if line.startswith("KIT "))
-    assert "KIT_STATUS 1" in cuda_container.stdout, kit[-3000:]
-    # It found the CUDA wheels' libraries and loaded every library of the kit ...
-    assert "CUDA libraries from /v/lib/python3.11/site-packages/nvidia/" in kit, kit[-3000:]
+@pytest.fixture(scope="module")
+def kit_container(engine, gpu_kit, request) -> subprocess.CompletedProcess:
+    """The kit in a bare CPython 3.12 container with no network, as the lent
+    GPU machine is: a Python holding the nvidia-* wheels and the packages
+    that machine has (the kit's ASSUMED_PACKAGES), nothing else; run.sh then
+    installs the kit's wheels and stops at the first GPU call."""
+    image, make_venv, mounts = bare_python(KIT_PYTHON, request)
+    assumed = kit_file(gpu_kit, "ASSUMED_PACKAGES").split()
+    house = wheelhouse(KIT_PYTHON, *pinned("CAFFE_CUDA_RUNTIME_WHEELS"), *assumed)
+    script = f"""set -e
+{make_venv}
+/v/bin/pip install -q --no-index --find-links /wheelhouse -c /wheelhouse/lowest-bounds.txt \\
+  {' '.join(pinned("CAFFE_CUDA_RUNTIME_WHEELS"))} {' '.join(assumed)}
+{UNPACK_KIT.replace("python3", "/v/bin/python")}
+set +e
+/tmp/deconvnet-gpu-kit/run.sh --python /v/bin/python --cpu-images 1 > kit.log 2>&1
+echo "KIT_STATUS $?"
+sed 's/^/KIT /' kit.log
+"""
+    return engine.run_container(image, script, f"{gpu_kit.parent}:/dist:ro", f"{house}:/wheelhouse:ro", *mounts,
+                                timeout=1800)
+
+
+def kit_file(kit: Path, name: str) -> str:
+    """A file of the kit archive, as text."""
+    with tarfile.open(kit) as tar:
+        member = tar.extractfile(f"deconvnet-gpu-kit/{name}")
+        assert member is not None, name
+        return member.read().decode()
+
+
+def test_gpu_kit_stops_clearly_at_the_first_gpu_call(kit_container):
+    kit = "\n".join(line[4:] for line in kit_container.stdout.splitlines() if line.startswith("KIT "))
+    assert "KIT_STATUS 1" in kit_container.stdout, kit[-3000:] + kit_container.stderr[-3000:]
+    # It found the CUDA wheels' libraries, installed its own wheels and
+    # imported the pipeline's modules with them, prepared its inputs ...
+    assert f"CUDA libraries from /v/lib/python{KIT_PYTHON}/site-packages/nvidia/" in kit, kit[-3000:]
+    assert "installed the kit's wheels" in kit and "imports: caffe" in kit, kit[-3000:]
+    assert "with its Python layer, pydensecrf, lmdb" in kit, kit[-3000:]
+    # ... read a batch of the full net's crops through the Python data
+    # layer, and segmented an image on the CPU, the steps timed ...
+    assert "Python data layer: one batch, data (8, 3, 224, 224), label (8, 1, 224, 224)" in kit, kit[-3000:]
+    assert re.search(r"CPU per image: wall [\d.]+s; busy proposals [\d.]+s, forward [\d.]+s, aggregation [\d.]+s, "
+                     r"crf [\d.]+s, writing [\d.]+s", kit), kit[-3000:]
     # ... and stopped at device_query, saying why.
     assert "stopped at the first GPU call" in kit and "no usable NVIDIA GPU" in kit, kit[-3000:]
     assert "Unpooling gtest" not in kit

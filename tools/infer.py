@@ -36,47 +36,66 @@ Images whose label PNG exists are skipped (--overwrite redoes them).
 --shard K/N (or a Slurm array task, by itself) segments only the K-th of N
 parts of the image list into the same --out; eval_voc.py then scores the
 whole folder.
+
+--workers N (default: the usable cores less one) pipelines the run: worker
+processes compute the proposals and crops ahead of the forward pass and do
+the paste-back, aggregation, ensemble, CRF and writing behind it, while this
+process runs the networks; the outputs are the same bytes as --workers 0's
+(one image after another, in this process). Ctrl-C or SIGTERM stops the
+workers and leaves no partial file; images done stay done.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import signal
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
 
+from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import (
     PROTOTXT,
     add_options,
     check_output_folder,
     cli_fields,
+    non_negative_int,
     options_from_args,
     positive_int,
     refuse_ineffective,
     run_tool,
     setup_logging,
 )
-from deconvnet.common.machine import use_device
+from deconvnet.common.machine import usable_cores, use_device
 from deconvnet.common.recipes import INFERENCE_FIELDS, add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.common.sharding import add_shard_option, shard_from_env
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, ProposalCache, edges_record, resolve_edges
-from deconvnet.data.voc import DatasetError, read_image, read_split
+from deconvnet.data.voc import read_split
 from deconvnet.infer import run_record
 from deconvnet.infer.crf import CRFParams
 from deconvnet.infer.models import FCN_DEPLOY, DeconvNetModel, FCNModel, WeightsMismatch
-from deconvnet.infer.outputs import SUBMISSION_DIR, overlay, submission_archive, write_labels, write_png, write_probs
-from deconvnet.infer.pipeline import Pipeline, Timings
+from deconvnet.infer.outputs import OutputOptions, submission_archive
+from deconvnet.infer.pipeline import Pipeline
+from deconvnet.infer.pipelined import PipelinedRun, RunReport, WorkerFailed, describe_bound, queue_bytes, run_serial
 
 BATCH_HELP = (
-    "proposals per forward pass. Default on a GPU: --top-k (one image a pass). Default on the CPU: the most "
-    "that fit in 60%% of the memory available once the net is loaded (MemAvailable, or the cgroup's limit), "
-    "at the net's memory per proposal: its blobs plus the input-sized buffers of BatchNorm (2) and in-place "
-    "Scale (1), counted from the loaded net; evened out over the passes. The full net needs 432 MiB per "
-    "proposal, folded 138 MiB (docs/BENCHMARKS.md): on a 24 GiB machine 2 passes of 25 unfolded, "
-    "all 50 folded in one. The choice is logged")
+    "proposals per forward pass. By default, the most that fit, evened out over the passes, at the net's "
+    "memory per proposal: its blobs plus the input-sized buffers of BatchNorm (2) and in-place Scale (1), "
+    "counted from the loaded net (the full net needs 432 MiB per proposal, folded 138 MiB; "
+    "docs/BENCHMARKS.md). On the CPU: in 60%% of the memory available once the net is loaded (MemAvailable, "
+    "or the cgroup's limit) less the --workers queues; on a 24 GiB machine 2 passes of 25 unfolded, all 50 "
+    "folded in one. On a GPU: in 90%% of the device's free memory (cudaMemGetInfo) less the weights, "
+    "cuDNN's workspaces (8 MiB x 3 streams per convolution) and the FCN-8s partner; on a 12 GB card 3 passes "
+    "of 17 unfolded. The choice is logged")
+WORKERS_HELP = (
+    "worker processes for the CPU stages (proposals and crops ahead of the forward pass; aggregation, "
+    "ensemble, CRF and writing behind it); 0: one image after another in this process. Default: the usable "
+    "cores (affinity, cgroup quota, SLURM_CPUS_PER_TASK) less one, here %(default)s. The queues hold at most "
+    "N+1 images ahead (crops: 30 MiB each for the full net at 50 proposals) and N+1 behind (score maps: "
+    "201 MiB each), whatever the image count; the log states the bound")
 
 # What Pillow reads (read_image); other files in an input folder are listed as skipped.
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
@@ -191,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--voc-submission", action="store_true", help="write the VOC server layout and archive")
     out.add_argument("--overwrite", action="store_true", help="redo images already done")
     p.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
+    p.add_argument("--workers", type=non_negative_int, default=max(usable_cores() - 1, 0), help=WORKERS_HELP)
+    p.add_argument("--timings", type=Path, help="also write the mean seconds per image of each step (proposals, "
+                                                "forward, aggregation, crf, fcn, writing: busy time, which "
+                                                "overlaps with --workers) and the wall time to this JSON file")
     add_shard_option(p, "image list (every shard writes into the same --out)")
     return p
 
@@ -233,11 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     use_device(args.gpu)
     try:
         fcn = FCNModel(fcn_model, args.fcn_weights, args.allow_missing_weights) if args.fcn_weights else None
-        batch = args.batch or (args.top_k if args.gpu is not None else None)
-        deconvnet = DeconvNetModel(args.model, args.weights, batch, args.allow_missing_weights, args.top_k)
+        deconvnet = DeconvNetModel(args.model, args.weights, args.batch or args.top_k, args.allow_missing_weights,
+                                   args.top_k)
     except WeightsMismatch as err:
         logging.error("infer: %s", err)
         return 2
+    if args.workers:
+        count, crop_bytes, score_bytes = queue_bytes(args.workers, args.top_k, deconvnet.size, deconvnet.classes)
+        logging.info("infer: %d workers; %s", args.workers,
+                     describe_bound(args.workers, args.top_k, deconvnet.size, deconvnet.classes))
+    if not args.batch:
+        on_gpu = args.gpu is not None
+        reserved = (fcn.device_bytes() if fcn else 0) if on_gpu else (
+            count * (crop_bytes + score_bytes) if args.workers else 0)
+        deconvnet.batch = deconvnet.choose_batch(args.top_k, on_gpu, reserved)
     crf = options_from_args(CRFParams, args, prefix="crf-") if args.crf else None
     pipeline = Pipeline(deconvnet, args.top_k, recipe.min_box_side, recipe.box_side_of, args.aggregate, crf, fcn,
                         recipe.ensemble, recipe.proposal_padding)
@@ -251,48 +283,65 @@ def main(argv: list[str] | None = None) -> int:
         crf=asdict(crf) if crf is not None else None,
         fcn=dict(variant=recipe.fcn_variant, ensemble=recipe.ensemble, model=str(fcn_model),
                  weights=str(args.fcn_weights)) if fcn else None), shard, listed, args.overwrite)
-    failures: list[str] = []
-    done = skipped = 0
-    totals = Timings()
-    for image_id, path in tqdm(items, unit="img", desc="infer", dynamic_ncols=True):
-        label_path = args.out / "labels" / f"{image_id}.png"
-        if label_path.exists() and not args.overwrite:
-            skipped += 1
-            continue
-        try:
-            image = read_image(path)
-        except DatasetError as err:
-            tqdm.write(f"infer: skipping {path}: {err}")
-            failures.append(f"{image_id}: {err}")
-            continue
-        start = time.perf_counter()
-        boxes, _ = proposals.get(image_id, image)
-        proposal_seconds = time.perf_counter() - start
-        result = pipeline.segment(image, boxes)
-        result.timings.proposals += proposal_seconds
-        totals.add(result.timings)
-        if args.save_probs:
-            write_probs(args.out / "probs" / f"{image_id}.npy", result.probs)
-        if args.overlays:
-            write_png(args.out / "overlays" / f"{image_id}.png", overlay(image, result.labels, result.boxes))
-        if args.voc_submission:
-            write_labels(args.out / SUBMISSION_DIR / f"{image_id}.png", result.labels)
-        write_labels(label_path, result.labels)  # last: marks the image done
-        done += 1
+    outputs = OutputOptions(args.out, args.save_probs, args.overlays, args.voc_submission)
+    try:
+        report = segment_all(args, pipeline, proposals, outputs, items)
+    except WorkerFailed as err:
+        logging.error("infer: %s\ninfer: stopped; the images written so far are done (a rerun skips them)", err)
+        return 1
+    except KeyboardInterrupt:
+        logging.error("infer: interrupted; the images written so far are done (a rerun skips them), the ones in "
+                      "flight left no files")
+        return 130
     if args.voc_submission and shard is not None and shard.count > 1:
         logging.info("infer: one shard of %d: results.tgz is left to a run without --shard once all are done "
                      "(it skips the images done and packs the folder)", shard.count)
     elif args.voc_submission:
         logging.info("wrote %s", submission_archive(args.out))
-    if done:
-        per = {k: v / done for k, v in vars(totals).items()}
-        logging.info("per image: " + ", ".join(f"{k} {v:.2f}s" for k, v in per.items() if v))
-    logging.info("%d segmented, %d already done, %d failed", done, skipped, len(failures))
-    if failures:
-        for line in failures:
+    if report.done:
+        record = report.record()
+        logging.info("per image: wall %.2fs; busy " % record["wall_seconds_per_image"]
+                     + ", ".join(f"{k} {v:.2f}s" for k, v in record["busy_seconds_per_image"].items() if v))
+        run_record.add_timings(args.out, shard, record)
+        if args.timings:
+            write_timings(args.timings, report, args.gpu)
+    logging.info("%d segmented, %d already done, %d failed", report.done, report.skipped, len(report.failures))
+    if report.failures:
+        for line in report.failures:
             logging.error("failed: %s", line)
         return 1
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def segment_all(args, pipeline: Pipeline, proposals: ProposalCache, outputs: OutputOptions,
+                items: list[tuple[str, Path]]) -> RunReport:
+    """The run, serial or pipelined, with a progress bar; SIGTERM (scancel,
+    kill) stops it as Ctrl-C does, with the same clean-up."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with tqdm(total=len(items), unit="img", desc="infer", dynamic_ncols=True) as bar:
+            if args.workers:
+                return PipelinedRun(pipeline, proposals, outputs, args.workers).run(items, args.overwrite,
+                                                                                   bar.update)
+            return run_serial(pipeline, proposals, items, outputs, args.overwrite, bar.update)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_timings(path: Path, report: RunReport, gpu: int | None) -> None:
+    """Mean seconds per image of each step (busy time) and their sum, and
+    the wall time per image, which is less than the sum with --workers."""
+    record = report.record()
+    per_image = record["busy_seconds_per_image"]
+    result = dict(images=report.done, workers=report.workers, device="cpu" if gpu is None else f"gpu {gpu}",
+                  seconds_per_image=dict(per_image, total=round(sum(per_image.values()), 4)),
+                  wall_seconds_per_image=record["wall_seconds_per_image"])
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

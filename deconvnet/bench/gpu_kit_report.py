@@ -9,8 +9,12 @@ Files read (absent ones give null): ``gpu.txt`` (nvidia-smi's name),
 ``time_forward_b50_folded.log`` (caffe time), ``train.log`` (caffe train),
 ``memory_*.csv`` (nvidia-smi samples of memory.used in MiB, the first one
 idle) and ``torch.json``
-(deconvnet.bench.torch_benchmark). Stdlib and the kit's copy of deconvnet.common only: it runs with
-whatever Python the GPU machine has."""
+(deconvnet.bench.torch_benchmark); for the Python pipeline,
+``train_python/stage2/log.jsonl`` (tools/train.py's records, one per
+update), ``infer_gpu.json`` and ``infer_cpu.json`` (tools/infer.py
+--timings) and ``proposals_on_the_kit_builder.json``. Stdlib and the kit's
+copy of deconvnet.common only: it runs with whatever Python the GPU machine
+has."""
 from __future__ import annotations
 
 import argparse
@@ -79,6 +83,40 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def python_train_updates_per_s(log: str | None, skip: int = 2) -> float | None:
+    """Updates per second from tools/train.py's log.jsonl (--log-interval 1),
+    leaving out the first ``skip`` updates (cuDNN's algorithm search, the
+    data layer's prefetch starting)."""
+    if not log:
+        return None
+    records = [json.loads(line) for line in log.splitlines() if line.strip()]
+    train = [r for r in records if r.get("event") == "train"]
+    if len(train) < skip + 2:
+        return None
+    first, last = train[skip], train[-1]
+    seconds = last["time"] - first["time"]
+    return (last["iter"] - first["iter"]) / seconds if seconds > 0 else None
+
+
+def infer_seconds(text: str | None) -> dict[str, Any] | None:
+    """tools/infer.py --timings: images and seconds per image by step."""
+    return json.loads(text) if text else None
+
+
+def chosen_batch(text: str | None) -> int | None:
+    """The batch tools/infer.py chose from the card's free memory (its log)."""
+    match = re.search(r"^batch (\d+): ", text or "", re.M)
+    return int(match.group(1)) if match else None
+
+
+def wall_per_image(record: dict[str, Any] | None) -> float | None:
+    """Wall seconds per image (with --workers, less than the steps' sum);
+    the sum where the record predates the wall time."""
+    if not record:
+        return None
+    return record.get("wall_seconds_per_image") or record["seconds_per_image"]["total"]
+
+
 def collect(results: Path) -> dict[str, Any]:
     train_rate = caffe_train_iter_per_s(_read(results / "train.log"))
     forward = caffe_time_ms(_read(results / "time_forward_b50.log"))
@@ -92,6 +130,11 @@ def collect(results: Path) -> dict[str, Any]:
     torch_forward_50 = torch["forward_50_s"] * 1000 if torch else None
     torch_fused_50 = torch["forward_50_fused_s"] * 1000 if torch and "forward_50_fused_s" in torch else None
     gpu = _read(results / "gpu.txt")
+    python_rate = python_train_updates_per_s(_read(results / "train_python" / "stage2" / "log.jsonl"))
+    python_samples = python_rate * BATCH * ITER_SIZE if python_rate is not None else None
+    infer_gpu = infer_seconds(_read(results / "infer_gpu.json"))
+    infer_cpu = infer_seconds(_read(results / "infer_cpu.json"))
+    proposals_text = _read(results / "proposals_on_the_kit_builder.json")
     return {
         "gpu": gpu.strip().splitlines()[0] if gpu and gpu.strip() else None,
         "gtest_unpooling": gtest_summary(_read(results / "gtest.log")),
@@ -111,7 +154,18 @@ def collect(results: Path) -> dict[str, Any]:
             "forward_50_fused_ms": torch_fused_50,
             "peak_mib": torch.get("peak_mib"),
         },
+        "python": {
+            "train_samples_per_s": python_samples,
+            "peak_mib_train": peak_mib(_read(results / "memory_train_python.csv")),
+            "infer_gpu": infer_gpu,
+            "infer_gpu_batch": chosen_batch(_read(results / "infer_gpu.log")),
+            "peak_mib_infer_gpu": peak_mib(_read(results / "memory_infer_gpu.csv")),
+            "infer_cpu": infer_cpu,
+            "proposals_on_the_kit_builder": json.loads(proposals_text) if proposals_text else None,
+        },
         "ratios": {
+            "python_data_layer_train_vs_dummydata": _ratio(python_samples, caffe_samples),
+            "infer_gpu_vs_cpu_speed": _ratio(wall_per_image(infer_cpu), wall_per_image(infer_gpu)),
             "caffe_train_vs_paper_titan_x": _ratio(caffe_samples, PAPER_TITAN_X_SAMPLES_PER_S),
             "caffe_train_vs_pytorch": _ratio(caffe_samples, torch_samples),
             "caffe_forward_50_vs_pytorch_speed": _ratio(torch_forward_50, caffe_forward_50),
@@ -158,7 +212,43 @@ def markdown(report: dict[str, Any]) -> str:
         f"Caffe's training is {_fmt(ratios['caffe_train_vs_paper_titan_x'], '.1f', 'x')} the paper's Titan X "
         f"(about {PAPER_TITAN_X_SAMPLES_PER_S} samples/s).",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + python_lines(report)) + "\n"
+
+
+def python_lines(report: dict[str, Any]) -> list[str]:
+    """The Python pipeline's part of results.md."""
+    python, ratios = report["python"], report["ratios"]
+    lines = [
+        "",
+        "Python pipeline (pycaffe, tools/train.py and tools/infer.py):",
+        "",
+        f"- training samples/s with the Python data layer reading the crop LMDB: "
+        f"{_fmt(python['train_samples_per_s'])}, "
+        f"{_fmt(ratios['python_data_layer_train_vs_dummydata'], '.2f', 'x')} the C++ DummyData rate; "
+        f"peak GPU memory {_fmt(python['peak_mib_train'], '.0f')} MiB",
+        "",
+        f"| seconds per image (folded net, {PROPOSALS} proposals, dense CRF) | GPU | CPU |",
+        "|---|---|---|",
+    ]
+    gpu = (python["infer_gpu"] or {}).get("seconds_per_image", {})
+    cpu = (python["infer_cpu"] or {}).get("seconds_per_image", {})
+    for step in ("proposals", "forward", "aggregation", "crf", "writing", "total"):
+        lines.append(f"| {step} | {_fmt(gpu.get(step), '.3f')} | {_fmt(cpu.get(step), '.3f')} |")
+    lines.append(f"| wall, per image (--workers overlaps the steps) | "
+                 f"{_fmt(wall_per_image(python['infer_gpu']), '.3f')} | "
+                 f"{_fmt(wall_per_image(python['infer_cpu']), '.3f')} |")
+    lines += ["", f"GPU batch chosen from the free memory: {_fmt(python['infer_gpu_batch'], 'd')} proposals a pass; "
+                  f"peak GPU memory of the run {_fmt(python['peak_mib_infer_gpu'], '.0f')} MiB"]
+    images = [(python[k] or {}).get("images") for k in ("infer_gpu", "infer_cpu")]
+    lines += ["", f"Images: {images[0] or 'n/a'} on the GPU, {images[1] or 'n/a'} on the CPU; the GPU is "
+                  f"{_fmt(ratios['infer_gpu_vs_cpu_speed'], '.1f', 'x')} as fast per image. 'proposals' is the "
+                  "crops' preparation: Edge Boxes ran when the kit was built"]
+    built = python["proposals_on_the_kit_builder"]
+    if built:
+        lines[-1] += f" ({built['seconds_per_image_on_the_kit_builder']:.2f} s per image there)."
+    else:
+        lines[-1] += "."
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

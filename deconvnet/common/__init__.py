@@ -1,6 +1,7 @@
 """Helpers every stage shares: ``constants`` (the classes, the void label,
 VGG16's mean, crop sizes), ``atomic`` (files that appear whole or not at
-all), ``machine`` (CPU name, Caffe device choice), ``sharding`` (the
+all), ``machine`` (CPU name, usable cores, Caffe device choice), ``processes``
+(workers that die with their parent), ``sharding`` (the
 K-th of N parts of a list, from a flag or a Slurm array), ``cli`` (what the
 command-line tools share, and flags generated from dataclasses) and
 ``recipes`` (the release and paper recipes: every choice on which the

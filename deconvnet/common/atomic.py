@@ -46,11 +46,12 @@ def _alive(pid: int) -> bool:
 _CLEANED: set[tuple[int, Path]] = set()
 
 
-def remove_stale_parts(folder: Path) -> list[Path]:
+def remove_stale_parts(folder: Path, again: bool = False) -> list[Path]:
     """Temporary files in ``folder`` left by dead writers on this host; once
-    per folder and process (a folder of labels is written thousands of times)."""
+    per folder and process (a folder of labels is written thousands of
+    times) unless ``again`` (after this process's workers were stopped)."""
     folder = Path(folder)
-    if (os.getpid(), folder) in _CLEANED:
+    if (os.getpid(), folder) in _CLEANED and not again:
         return []
     _CLEANED.add((os.getpid(), folder))
     marker = f".{socket.gethostname().split('.')[0]}-"

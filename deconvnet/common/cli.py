@@ -51,6 +51,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer of at least 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {value}")
+    return value
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Messages as plain lines on stderr, as every tool prints them."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import ctypes
+import math
+import os
 import platform
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from deconvnet.common.cli import ToolError
 
@@ -103,3 +105,88 @@ def use_device(gpu: int | None) -> None:
         raise DeviceError(f"cannot use --gpu {gpu}: {problem}")
     caffe.set_device(gpu)
     caffe.set_mode_gpu()
+
+
+def _cgroup_cpu_quota(proc_cgroup: Path, root: Path) -> float | None:
+    """The least CPU quota (cores) on this process's cgroup path: cgroup v2's
+    cpu.max ("200000 100000" is 2 cores, "max 100000" none) or v1's
+    cpu.cfs_quota_us / cpu.cfs_period_us; None when no level limits it."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    least = None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, own = parts
+        v2 = hierarchy == "0" and controllers == ""
+        if not v2 and "cpu" not in controllers.split(","):
+            continue
+        base = root if v2 else root / ("cpu,cpuacct" if (root / "cpu,cpuacct").is_dir() else "cpu")
+        folder = base / own.strip().lstrip("/")
+        while True:
+            try:
+                if v2:
+                    quota_text, period_text = (folder / "cpu.max").read_text().split()[:2]
+                else:
+                    quota_text = (folder / "cpu.cfs_quota_us").read_text().strip()
+                    period_text = (folder / "cpu.cfs_period_us").read_text().strip()
+                quota, period = (None if quota_text in ("max", "-1") else int(quota_text)), int(period_text)
+            except (OSError, ValueError):
+                quota = period = None
+            if quota and period:
+                least = quota / period if least is None else min(least, quota / period)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return least
+
+
+def usable_cores(environ: Mapping[str, str] | None = None, proc_cgroup: Path = Path("/proc/self/cgroup"),
+                 cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: its CPU affinity, lowered by a cgroup
+    CPU quota (a container's --cpus) and by Slurm's SLURM_CPUS_PER_TASK."""
+    environ = os.environ if environ is None else environ
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_cpu_quota(proc_cgroup, cgroup_root)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    slurm = environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        cores = min(cores, int(slurm))
+    return max(cores, 1)
+
+
+class BlasThreads:
+    """The thread count of the OpenBLAS copies loaded in this process
+    (Caffe's, from its build or its wheel; OpenCV's), set while it runs.
+    OpenBLAS's pthread build spins its threads at each call's end: threads
+    beyond the cores other processes leave idle only steal from them."""
+
+    def __init__(self, libraries: list[str] | None = None, load: Callable[[str], Any] = ctypes.CDLL) -> None:
+        self.setters: list[Callable[[int], None]] = []
+        self.default = 1
+        for path in loaded_libraries() if libraries is None else libraries:
+            if not Path(path).name.startswith("libopenblas"):
+                continue
+            try:
+                library = load(path)  # already mapped: the same copy, not a second one
+                setter, getter = library.openblas_set_num_threads, library.openblas_get_num_threads
+            except (OSError, AttributeError):
+                continue
+            self.setters.append(setter)
+            self.default = max(self.default, int(getter()))
+        self.current = self.default
+
+    def set(self, threads: int) -> None:
+        """At most the count OpenBLAS started with (its environment's), at least one."""
+        threads = min(max(threads, 1), self.default)
+        if threads != self.current:
+            for setter in self.setters:
+                setter(threads)
+            self.current = threads
+
+    def reset(self) -> None:
+        self.set(self.default)

@@ -40,15 +40,18 @@ def crop_box(box, factor: float = ENLARGE) -> tuple[int, int, int, int]:
 
 
 def proposal_batch(image: np.ndarray, boxes: np.ndarray, size: int, mean: np.ndarray = MEAN,
-                   padding: str = RELEASE.proposal_padding) -> tuple[np.ndarray, list]:
-    """Mean-subtracted (N, 3, size, size) crops of the enlarged boxes, and
-    those enlarged boxes. Where a box leaves the image, ``padding`` "black"
-    fills zero pixels (the release's zero-padded image) and "mean" the mean
-    colour."""
+                   padding: str = RELEASE.proposal_padding, out: np.ndarray | None = None) -> tuple[np.ndarray, list]:
+    """Mean-subtracted (N, 3, size, size) crops of the enlarged boxes (in
+    the first N of ``out`` when given), and those enlarged boxes. Where a box
+    leaves the image, ``padding`` "black" fills zero pixels (the release's
+    zero-padded image) and "mean" the mean colour."""
     if padding not in ("black", "mean"):
         raise ValueError(f"padding must be black or mean, not {padding!r}")
     fill = np.zeros(3, np.uint8) if padding == "black" else np.asarray(mean).round().astype(np.uint8)
-    crops = np.empty((len(boxes), 3, size, size), np.float32)
+    shape = (len(boxes), 3, size, size)
+    if out is not None and (len(out) < len(boxes) or out.shape[1:] != shape[1:] or out.dtype != np.float32):
+        raise ValueError(f"proposal_batch: out {out.shape} {out.dtype} cannot hold float32 crops {shape}")
+    crops = np.empty(shape, np.float32) if out is None else out[:len(boxes)]
     enlarged = []
     for i, box in enumerate(boxes):
         cb = crop_box(box)

@@ -1,5 +1,5 @@
-"""How many proposals one CPU forward pass can take: the net's memory per
-proposal against the memory the machine has.
+"""How many proposals one forward pass can take: the net's memory per
+proposal against the memory the machine (CPU) or the card (GPU) has.
 
 A Caffe forward pass keeps every blob of the batch, and some layers keep
 buffers the size of their input besides: BatchNorm two (``x_norm_`` and
@@ -113,10 +113,97 @@ def choose_batch(per_example: int, proposals: int, available: int, share: float 
     return math.ceil(proposals / passes)
 
 
-def cpu_batch(net, proposals: int) -> int:
-    """choose_batch for ``net`` on this machine, logged."""
-    per, available = bytes_per_example(net), available_memory()
+def cpu_batch(net, proposals: int, reserved: int = 0) -> int:
+    """choose_batch for ``net`` on this machine, logged; ``reserved`` bytes
+    (the pipelined run's queues) are taken off the available memory first."""
+    per, available = bytes_per_example(net), max(available_memory() - reserved, 0)
     batch = choose_batch(per, proposals, available)
     LOG.info("batch %d: %.0f MiB per proposal, %.1f GiB available (%.0f%% of it for the batch; --batch sets it)",
              batch, per / 2**20, available / 2**30, BATCH_SHARE * 100)
+    return batch
+
+
+# --- the GPU -------------------------------------------------------------------
+# On the GPU only the networks live in device memory (aggregation and the CRF
+# run on the CPU), so the batch may take most of what is free; the rest is
+# left for the allocator's rounding and for cuDNN's own buffers.
+GPU_SHARE = 0.9
+# BVLC Caffe's cudnn_conv_layer.cpp (and the deconvolution layer) choose
+# algorithms within 8 MiB of workspace and keep a workspace for each of
+# CUDNN_STREAMS_PER_GROUP streams per group: a bound per layer that does not
+# grow with the batch.
+CUDNN_WORKSPACE_LIMIT = 8 * 2**20
+CUDNN_STREAMS_PER_GROUP = 3
+CUDNN_LAYERS = ("Convolution", "Deconvolution")
+
+
+def parameter_bytes(net) -> int:
+    """The weights a net uploads to the device."""
+    return sum(blob.count for params in net.params.values() for blob in params) * FLOAT_BYTES
+
+
+def cudnn_workspace_bytes(net) -> int:
+    """The most cuDNN's workspaces of ``net`` can take: the per-layer bound
+    times its groups (read from the weights: a Convolution's are (out,
+    in/group, kh, kw), a Deconvolution's (in, out/group, kh, kw))."""
+    total = 0
+    for name, layer in zip(net._layer_names, net.layers, strict=True):
+        if layer.type not in CUDNN_LAYERS or not len(layer.blobs):
+            continue
+        if layer.type == "Convolution":
+            channels = net.blobs[net.bottom_names[name][0]].data.shape[1]
+        else:
+            channels = net.blobs[net.top_names[name][0]].data.shape[1]
+        groups = max(1, channels // max(layer.blobs[0].data.shape[1], 1))
+        total += CUDNN_WORKSPACE_LIMIT * CUDNN_STREAMS_PER_GROUP * groups
+    return total
+
+
+def _cuda_runtime(libraries: list[str]):
+    """The CUDA runtime pycaffe loaded (a wheel's may be renamed by
+    auditwheel: libcudart-1a2b3c4d.so.13), or None in a CPU-only build."""
+    import ctypes
+
+    path = next((p for p in libraries if Path(p).name.startswith("libcudart")), None)
+    return None if path is None else ctypes.CDLL(path)
+
+
+def gpu_memory(libraries: list[str] | None = None) -> tuple[int, int]:
+    """(free, total) bytes of the current device, from cudaMemGetInfo of
+    the runtime Caffe already loaded (so on the device Caffe chose)."""
+    import ctypes
+
+    from deconvnet.common.machine import loaded_libraries
+
+    runtime = _cuda_runtime(loaded_libraries() if libraries is None else libraries)
+    if runtime is None:
+        raise RuntimeError("no CUDA runtime is loaded: this Caffe is a CPU-only build")
+    free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    status = runtime.cudaMemGetInfo(ctypes.byref(free), ctypes.byref(total))
+    if status != 0:
+        raise RuntimeError(f"cudaMemGetInfo failed with CUDA error {status}")
+    return free.value, total.value
+
+
+def choose_gpu_batch(per_example: int, fixed: int, proposals: int, free: int, share: float = GPU_SHARE) -> int:
+    """The largest batch of at most ``proposals`` whose memory, ``fixed``
+    (weights, cuDNN's workspaces, a partner net) plus ``per_example`` for
+    each proposal, fits in ``share`` of ``free``; evened out over the
+    passes like choose_batch; at least 1 (a card too small for one proposal
+    fails in Caffe with its own out-of-memory message)."""
+    fits = max(1, int((free * share - fixed) // max(per_example, 1)))
+    passes = math.ceil(proposals / min(fits, proposals))
+    return math.ceil(proposals / passes)
+
+
+def gpu_batch(net, proposals: int, reserved: int = 0, memory: tuple[int, int] | None = None) -> int:
+    """choose_gpu_batch for ``net`` on the current device, logged;
+    ``reserved``: device bytes of other nets (FCN-8s) that share the card."""
+    free, total = gpu_memory() if memory is None else memory
+    per, weights, workspace = bytes_per_example(net), parameter_bytes(net), cudnn_workspace_bytes(net)
+    batch = choose_gpu_batch(per, weights + workspace + reserved, proposals, free)
+    LOG.info("batch %d: %.0f MiB per proposal; %.1f of %.1f GiB free on the GPU, %.0f%% of it for the net: "
+             "weights %.0f MiB, cuDNN workspace up to %.0f MiB%s (--batch sets it)", batch, per / 2**20,
+             free / 2**30, total / 2**30, GPU_SHARE * 100, weights / 2**20, workspace / 2**20,
+             f", FCN-8s {reserved / 2**20:.0f} MiB" if reserved else "")
     return batch

@@ -14,7 +14,7 @@ import numpy as np
 from deconvnet.common.cli import PROTOTXT
 from deconvnet.common.constants import TEST_PROPOSALS
 from deconvnet.infer.aggregation import MEAN
-from deconvnet.infer.memory import cpu_batch
+from deconvnet.infer.memory import bytes_per_example, cpu_batch, gpu_batch, parameter_bytes
 from deconvnet.net.weights import WeightsMismatch, load_net
 
 __all__ = ["DeconvNetModel", "FCNModel", "WeightsMismatch"]
@@ -27,26 +27,40 @@ FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT
 class DeconvNetModel:
     """The deploy net (folded or not), run on proposal crops in batches of
     ``batch``; None: as many of ``proposals`` as this machine's memory
-    holds (deconvnet.infer.memory; for the CPU)."""
+    holds (deconvnet.infer.memory; for the CPU, or ``gpu``)."""
 
     def __init__(self, prototxt: Path, weights: Path, batch: int | None = TEST_PROPOSALS,
-                 allow_missing: bool = False, proposals: int = TEST_PROPOSALS) -> None:
+                 allow_missing: bool = False, proposals: int = TEST_PROPOSALS, gpu: bool = False) -> None:
         import caffe
 
         self.net = load_net(prototxt, weights, caffe.TEST, allow_missing)
         self.size = self.net.blobs["data"].data.shape[2]
-        self.batch = cpu_batch(self.net, proposals) if batch is None else batch
+        self.batch = self.choose_batch(proposals, gpu) if batch is None else batch
 
-    def scores(self, crops: np.ndarray) -> np.ndarray:
-        out = []
+    def choose_batch(self, proposals: int, gpu: bool, reserved: int = 0) -> int:
+        """The batch the memory holds (logged): host memory less ``reserved``
+        bytes on the CPU, the device's free memory less ``reserved`` device
+        bytes on the GPU."""
+        return gpu_batch(self.net, proposals, reserved) if gpu else cpu_batch(self.net, proposals, reserved)
+
+    @property
+    def classes(self) -> int:
+        return self.net.blobs["seg_score"].data.shape[1]
+
+    def scores(self, crops: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(N, C, S, S) score maps of (N, 3, S, S) crops, in the first N of
+        ``out`` when given (a buffer shared with other processes)."""
+        if out is None:
+            out = np.empty((len(crops), self.classes, self.size, self.size), np.float32)
+        out = out[:len(crops)]
         for start in range(0, len(crops), self.batch):
             chunk = crops[start:start + self.batch]
             if self.net.blobs["data"].data.shape[0] != len(chunk):
                 self.net.blobs["data"].reshape(len(chunk), 3, self.size, self.size)
                 self.net.reshape()
             self.net.blobs["data"].data[...] = chunk
-            out.append(self.net.forward()["seg_score"].copy())
-        return np.concatenate(out)
+            out[start:start + len(chunk)] = self.net.forward()["seg_score"]
+        return out
 
 
 class FCNModel:
@@ -63,3 +77,8 @@ class FCNModel:
         self.net.reshape()
         self.net.blobs["data"].data[0] = data
         return self.net.forward()["score"][0].copy()
+
+    def device_bytes(self) -> int:
+        """Weights and blobs at the deploy prototxt's input size (the largest
+        image it expects): what it holds on a GPU it shares with DeconvNet."""
+        return parameter_bytes(self.net) + bytes_per_example(self.net)

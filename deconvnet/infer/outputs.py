@@ -5,6 +5,7 @@ interrupted run never leaves a half-written result that looks done."""
 from __future__ import annotations
 
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -55,3 +56,33 @@ def submission_archive(out: Path) -> Path:
             tar.add(png, arcname=str(SUBMISSION_DIR / png.name))
     return archive
 
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What tools/infer.py writes for each image under ``out``."""
+
+    out: Path
+    save_probs: bool = False
+    overlays: bool = False
+    voc_submission: bool = False
+
+    def label_path(self, image_id: str) -> Path:
+        """The labels PNG, written last: it marks the image done."""
+        return self.out / "labels" / f"{image_id}.png"
+
+    def folders(self) -> list[Path]:
+        """Every folder an image's files go to."""
+        return [self.out / "labels", self.out / "probs", self.out / "overlays", self.out / SUBMISSION_DIR]
+
+
+def write_outputs(options: OutputOptions, image_id: str, image: np.ndarray, labels: np.ndarray,
+                  probs: np.ndarray, boxes: np.ndarray) -> None:
+    """One image's files, each atomically, the labels last."""
+    if options.save_probs:
+        write_probs(options.out / "probs" / f"{image_id}.npy", probs)
+    if options.overlays:
+        write_png(options.out / "overlays" / f"{image_id}.png", overlay(image, labels, boxes))
+    if options.voc_submission:
+        write_labels(options.out / SUBMISSION_DIR / f"{image_id}.png", labels)
+    write_labels(options.label_path(image_id), labels)

@@ -1,7 +1,8 @@
 """<out>/run.json: what the labels in an inference folder were made with.
 
-The record holds the settings (recipe, proposals, models, CRF, ensemble)
-and, for sharded runs, the image list that was split (its length and a
+The record holds the settings (recipe, proposals, models, CRF, ensemble),
+the timings of the last run of each shard (busy seconds per image of each
+stage, wall seconds, workers) and, for sharded runs, the image list that was split (its length and a
 fingerprint of the ids and paths in order) and the shards run so far. One
 folder holds one set of settings and, when sharded, one list: a run whose
 settings differ, or a shard of another list (the input folder grew between
@@ -28,6 +29,8 @@ from deconvnet.common.sharding import Shard
 LOG = logging.getLogger(__name__)
 RECORD = "run.json"
 SHARDS = "shards"
+TIMINGS = "timings"  # per run (or shard): what it did, not what it was made with
+NOT_SETTINGS = (SHARDS, TIMINGS)
 
 
 class RunRecordError(ToolError):
@@ -73,14 +76,15 @@ def claim(out: Path, settings: dict[str, Any], shard: Shard | None, items: list[
         old = _read(path)
         record = dict(settings)
         if old is not None:
-            differ = sorted(k for k in set(old) | set(settings) if k != SHARDS and old.get(k) != settings.get(k))
+            differ = sorted(k for k in set(old) | set(settings)
+                            if k not in NOT_SETTINGS and old.get(k) != settings.get(k))
             if differ and not overwrite:
                 raise RunRecordError(
                     f"{path} records other settings than this run's ({', '.join(differ)} differ): the labels "
                     f"in {path.parent} were made with those. Use the same flags, another --out, or --overwrite "
                     "to redo every image with these")
-            if not differ and SHARDS in old:
-                record[SHARDS] = old[SHARDS]
+            if not differ:
+                record.update({k: old[k] for k in NOT_SETTINGS if k in old})
         if shard is not None:
             split = dict(count=shard.count, images=len(items), list_fingerprint=list_fingerprint(items))
             recorded = record.get(SHARDS)
@@ -98,3 +102,13 @@ def claim(out: Path, settings: dict[str, Any], shard: Shard | None, items: list[
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def add_timings(out: Path, shard: Shard | None, timings: dict[str, Any]) -> None:
+    """Records a finished run's timings under its shard ("all" unsharded)."""
+    path = Path(out) / RECORD
+    with _locked(Path(out)):
+        record = _read(path) or {}
+        record.setdefault(TIMINGS, {})[str(shard) if shard is not None else "all"] = timings
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -83,6 +83,7 @@ class StageConfig:
     snapshot_interval: int | None = option(None, help="iterations between snapshots "
                                                       "(default: the solver's snapshot)")
     keep_last: int = option(2, help="snapshots kept besides the best")
+    log_interval: int = option(10, help="iterations between training records (loss, time) in log.jsonl")
     min_free_bytes: int | None = option(None, cli=False, help="default: twice a snapshot's estimated size")
     max_iter: int | None = option(None, help="override the solver's max_iter")
     gpu: int | None = option(None, help="GPU id (default: CPU)")
@@ -380,7 +381,7 @@ class Trainer:
                 rate = (it - start_iter) / max(time.time() - started, 1e-9)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.lr:.2g}", ips=f"{rate:.2f}")
-                if it % 10 == 0 or it == max_iter:
+                if it % self.config.log_interval == 0 or it == max_iter:
                     self._log(event="train", iter=it, loss=loss, lr=self.lr)
                 if self.config.val_interval and it % self.config.val_interval == 0 and self.solver.test_nets:
                     result = self.run_validation()

@@ -1,30 +1,42 @@
 #!/usr/bin/env bash
-# DeconvNet GPU kit: measures our CUDA Caffe (built for sm_90) and the same
-# network in PyTorch on one GPU, offline. Needs the NVIDIA driver and a
-# Python whose site-packages hold the CUDA wheels (nvidia-cuda-runtime,
-# nvidia-cublas, nvidia-curand, nvidia-cudnn-cu13, nvidia-nccl-cu13), and
-# torch for the PyTorch side. Steps, each stopping the kit with a clear
-# message when it fails:
+# DeconvNet GPU kit: measures our CUDA Caffe (built for sm_90), the Python
+# pipeline on it, and the same network in PyTorch on one GPU, offline. Needs
+# the NVIDIA driver and a CPython 3.12 whose site-packages hold the CUDA
+# wheels (nvidia-cuda-runtime, nvidia-cublas, nvidia-curand,
+# nvidia-cudnn-cu13, nvidia-nccl-cu13) and the packages of ASSUMED_PACKAGES
+# (the lent machine's), and torch for the PyTorch side. Steps, each stopping
+# the kit with a clear message when it fails:
 #   1. find those libraries, and check that every library of the kit loads;
+#      install the kit's wheels (wheels/: our Caffe for cp312, pydensecrf2,
+#      lmdb, protobuf) with pip --no-index --target site/, and import the
+#      pipeline with them; read a batch through the Python data layer;
+#      tools/infer.py on the CPU for --cpu-images images (the ratio's side);
 #   2. the first GPU call, caffe device_query;
 #   3. the Unpooling layer's gtest cases (CPU and GPU);
 #   4. caffe time of the full DeconvNet at batch 8, and of 50 proposals
 #      with the deploy net and with its folded twin (tools/fold_bn.py);
 #   5. caffe train -gpu for --iterations updates of batch 8 x iter_size 8,
-#      from DummyData;
+#      from DummyData; then tools/train.py (stage 2, the full net) for
+#      --train-updates updates with the Python data layer reading the kit's
+#      crop LMDB; and tools/infer.py (folded net, 50 proposals, dense CRF)
+#      on the kit's 20 images of 500x375 on the GPU;
 #   6. PyTorch on the same architecture and GPU (skipped without torch);
 #   7. results/results.json and results/results.md.
 #
-# Usage: ./run.sh [--python PY] [--gpu N] [--iterations N] [--out DIR]
-#   --python PY      the Python with the nvidia-* wheels (default: python3)
-#   --gpu N          the GPU (default: 0)
-#   --iterations N   training updates and timed passes (default: 20)
-#   --out DIR        results folder (default: ./results beside run.sh)
+# Usage: ./run.sh [--python PY] [--gpu N] [--iterations N] [--train-updates N] [--cpu-images N] [--out DIR]
+#   --python PY         the Python with the nvidia-* wheels (default: python3)
+#   --gpu N             the GPU (default: 0)
+#   --iterations N      C++ training updates and timed passes (default: 20)
+#   --train-updates N   tools/train.py updates (default: 6; the first 2 are not timed)
+#   --cpu-images N      images tools/infer.py segments on the CPU (default: 3)
+#   --out DIR           results folder (default: ./results beside run.sh)
 set -euo pipefail
 KIT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 python=python3
 gpu=0
 iterations=20
+train_updates=6
+cpu_images=3
 out="$KIT/results"
 die() { echo "run.sh: error: $*" >&2; exit 1; }
 log() { echo "run.sh: $*" >&2; }
@@ -33,6 +45,8 @@ while [ $# -gt 0 ]; do
     --python) python="$2"; shift ;;
     --gpu) gpu="$2"; shift ;;
     --iterations) iterations="$2"; shift ;;
+    --train-updates) train_updates="$2"; shift ;;
+    --cpu-images) cpu_images="$2"; shift ;;
     --out) out="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -40,7 +54,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 [[ "$gpu" =~ ^[0-9]+$ ]] || die "--gpu takes a device number, not '$gpu'"
-[[ "$iterations" =~ ^[1-9][0-9]*$ ]] || die "--iterations takes a positive number, not '$iterations'"
+for value in "$iterations" "$train_updates" "$cpu_images"; do
+  [[ "$value" =~ ^[1-9][0-9]*$ ]] || die "--iterations, --train-updates and --cpu-images take positive numbers, not '$value'"
+done
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -86,6 +102,49 @@ for elf in "$KIT"/bin/* "$KIT"/lib/*; do
   [ -z "$unresolved" ] || die "$(basename "$elf") cannot load: $unresolved"
 done
 export GLOG_logtostderr=1
+
+# --- 1b. the kit's wheels and the Python pipeline -------------------------------
+py_version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+[ "$py_version" = "$(cat "$KIT/PYTHON_VERSION")" ] \
+  || die "$python is Python $py_version; the kit's wheels are for $(cat "$KIT/PYTHON_VERSION") (pass --python)"
+site="$KIT/site"
+if [ ! -f "$site/.installed" ]; then
+  rm -rf "$site"
+  "$python" -m pip install --no-index --no-deps --target "$site" "$KIT"/wheels/*.whl > "$out/pip.log" 2>&1 \
+    || { tail -n 20 "$out/pip.log" >&2; die "pip could not install the kit's wheels; see $out/pip.log"; }
+  touch "$site/.installed"
+fi
+log "installed the kit's wheels into $site: $(cd "$KIT/wheels" && ls | sed 's/-[0-9].*//' | tr '\n' ' ')"
+export PYTHONPATH="$site:$KIT/project${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck disable=SC2046  # one package name per word
+missing=$("$python" -c 'import importlib.util, sys
+modules = {"opencv-python-headless": "cv2", "pillow": "PIL", "scikit-image": "skimage"}
+print(" ".join(p for p in sys.argv[1:] if importlib.util.find_spec(modules.get(p, p)) is None))' \
+  $(cat "$KIT/ASSUMED_PACKAGES"))
+[ -z "$missing" ] || die "$python lacks packages the kit expects the machine to have: $missing (pip install them)"
+"$python" "$KIT/project/deconvnet/bench/gpu_kit_checks.py" imports > "$out/imports.log" 2>&1 \
+  || { tail -n 20 "$out/imports.log" >&2; die "the pipeline does not import with the kit's wheels; see $out/imports.log"; }
+log "$(tail -n 1 "$out/imports.log")"
+cd "$KIT/project"
+"$python" "$KIT/project/deconvnet/bench/gpu_kit_checks.py" data-layer "$out" > "$out/data_layer.log" 2>&1 \
+  || { tail -n 20 "$out/data_layer.log" >&2; die "the Python data layer could not read the kit's LMDB; see $out/data_layer.log"; }
+log "$(tail -n 1 "$out/data_layer.log")"
+# tools/infer.py with the folded net, 50 proposals and the CRF.
+infer() {  # infer NAME [--gpu N] -- IMAGES...
+  local name=$1 device=()
+  shift
+  while [ "$1" != -- ]; do device+=("$1"); shift; done
+  shift
+  "$python" tools/infer.py --model prototxt/deconvnet_deploy_folded.prototxt --weights data/no_weights.caffemodel \
+    --allow-missing-weights --top-k 50 --crf --edges gradient --proposal-cache data/proposals \
+    --out "$out/$name" --overwrite --timings "$out/$name.json" "${device[@]}" "$@" > "$out/$name.log" 2>&1 \
+    || { tail -n 20 "$out/$name.log" >&2; die "tools/infer.py ($name) failed; see $out/$name.log"; }
+}
+mapfile -t images < <(find data/infer_images -name '*.jpg' | sort)
+log "tools/infer.py on the CPU: $cpu_images images"
+infer infer_cpu -- "${images[@]:0:$cpu_images}"
+log "CPU $(grep -o 'per image: .*' "$out/infer_cpu.log" | tail -n 1)"
+cd "$KIT"
 
 # Keeps the nvidia-smi samples of memory.used while a command runs.
 watch_memory() {  # watch_memory CSV COMMAND...
@@ -143,10 +202,20 @@ log "caffe train: $iterations updates of batch 8 x iter_size 8"
   > "$out/train.log" 2>&1) \
   || { tail -n 20 "$out/train.log" >&2; die "caffe train failed; see $out/train.log"; }
 
+log "tools/train.py: $train_updates updates of the full net, Python data layer (stage 2)"
+(cd "$KIT/project" && watch_memory "$out/memory_train_python.csv" "$python" tools/train.py --stage 2 \
+  --solver2 prototxt/stage2_solver.prototxt --weights data/no_weights.caffemodel --allow-missing-weights \
+  --run-dir "$out/train_python" --max-iter "$train_updates" --log-interval 1 --gpu "$gpu" \
+  > "$out/train_python.log" 2>&1) \
+  || { tail -n 20 "$out/train_python.log" >&2; die "tools/train.py failed; see $out/train_python.log"; }
+log "tools/infer.py on the GPU: ${#images[@]} images"
+(cd "$KIT/project" && watch_memory "$out/memory_infer_gpu.csv" infer infer_gpu --gpu "$gpu" -- "${images[@]}")
+log "GPU $(grep -o 'per image: .*' "$out/infer_gpu.log" | tail -n 1)"
+
 # --- 6. PyTorch ------------------------------------------------------------------
 if "$python" -c "import torch" 2>/dev/null; then
   log "PyTorch: the same network on the same GPU"
-  PYTHONPATH="$KIT/python" "$python" -m deconvnet.bench.torch_benchmark --device "cuda:$gpu" \
+  PYTHONPATH="$KIT/project" "$python" -m deconvnet.bench.torch_benchmark --device "cuda:$gpu" \
     --iterations "$(( iterations < 5 ? iterations : 5 ))" --json "$out/torch.json" > "$out/torch.log" 2>&1 \
     || { tail -n 20 "$out/torch.log" >&2; die "the PyTorch benchmark failed; see $out/torch.log"; }
 else
@@ -154,5 +223,6 @@ else
 fi
 
 # --- 7. the report ---------------------------------------------------------------
-PYTHONPATH="$KIT/python" "$python" -m deconvnet.bench.gpu_kit_report "$out"
+cp "$KIT/project/data/proposals/proposals.json" "$out/proposals_on_the_kit_builder.json"
+PYTHONPATH="$KIT/project" "$python" -m deconvnet.bench.gpu_kit_report "$out"
 log "wrote $out/results.json and $out/results.md"

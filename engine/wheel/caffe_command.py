@@ -1,10 +1,13 @@
-"""The ``caffe`` command of the pip wheel (installed as ``caffe._command``).
+"""The ``caffe`` command (``caffe._command``: the pip wheel's entry point and
+``.venv/bin/caffe``).
 
 It runs Caffe's command-line tool inside this Python process: the tool is
 built as a shared library, libcaffe_tool (engine patch 0013), and called
-through ``ctypes.PyDLL``, which keeps the GIL held. Python layers of a net
-(``type: "Python"``) then import with this interpreter and its packages, and
-no shared libpython has to exist on the machine."""
+through ``ctypes.PyDLL``, which keeps the GIL held. Importing this module
+imports pycaffe (its package), which registers the Python layer type
+(engine patch 0016). Python layers of a net (``type: "Python"``) then
+import with this interpreter and its packages, and no shared libpython has
+to exist on the machine."""
 from __future__ import annotations
 
 import ctypes
