@@ -7,7 +7,7 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 from deconvnet.common.cli import ToolError
 
@@ -157,36 +157,3 @@ def usable_cores(environ: Mapping[str, str] | None = None, proc_cgroup: Path = P
     if slurm.isdigit() and int(slurm) > 0:
         cores = min(cores, int(slurm))
     return max(cores, 1)
-
-
-class BlasThreads:
-    """The thread count of the OpenBLAS copies loaded in this process
-    (Caffe's, from its build or its wheel; OpenCV's), set while it runs.
-    OpenBLAS's pthread build spins its threads at each call's end: threads
-    beyond the cores other processes leave idle only steal from them."""
-
-    def __init__(self, libraries: list[str] | None = None, load: Callable[[str], Any] = ctypes.CDLL) -> None:
-        self.setters: list[Callable[[int], None]] = []
-        self.default = 1
-        for path in loaded_libraries() if libraries is None else libraries:
-            if not Path(path).name.startswith("libopenblas"):
-                continue
-            try:
-                library = load(path)  # already mapped: the same copy, not a second one
-                setter, getter = library.openblas_set_num_threads, library.openblas_get_num_threads
-            except (OSError, AttributeError):
-                continue
-            self.setters.append(setter)
-            self.default = max(self.default, int(getter()))
-        self.current = self.default
-
-    def set(self, threads: int) -> None:
-        """At most the count OpenBLAS started with (its environment's), at least one."""
-        threads = min(max(threads, 1), self.default)
-        if threads != self.current:
-            for setter in self.setters:
-                setter(threads)
-            self.current = threads
-
-    def reset(self) -> None:
-        self.set(self.default)

@@ -39,7 +39,6 @@ from typing import Any, Callable, cast
 import numpy as np
 
 from deconvnet.common.atomic import remove_stale_parts
-from deconvnet.common.machine import BlasThreads, usable_cores
 from deconvnet.common.processes import die_with_parent, how_it_ended
 from deconvnet.data.proposals import ProposalCache
 from deconvnet.data.voc import DatasetError, read_image
@@ -224,8 +223,6 @@ class PipelinedRun:
         self.scores = SharedBuffers(count, (pipeline.top_k, classes, size, size))
         self.workers: list[_Worker] = []
         self.count = workers
-        self.cores = usable_cores()
-        self.blas: BlasThreads | None = None
 
     def start(self) -> None:
         """Forks the workers (after the nets are loaded: they inherit, and
@@ -269,7 +266,6 @@ class PipelinedRun:
             progress: Progress = lambda n: None) -> RunReport:
         report = RunReport(workers=self.count)
         started = time.perf_counter()
-        self.blas = BlasThreads()
         self.start()
         clean = False
         try:
@@ -277,7 +273,6 @@ class PipelinedRun:
             clean = True
         finally:
             self.stop(clean)
-            self.blas.reset()
         report.wall = time.perf_counter() - started
         return report
 
@@ -320,8 +315,6 @@ class PipelinedRun:
         assert item.boxes is not None and item.image is not None and item.timings is not None
         item.stage, item.score_slot = "forward", self.scores.free.pop()
         n = len(item.boxes)
-        if self.blas is not None:  # a CPU forward pass gets the cores the busy workers leave
-            self.blas.set(self.cores - sum(w.task is not None for w in self.workers))
         _, item.fcn_scores = self.pipeline.forward(item.image, self.crops.arrays[item.crop_slot][:n], item.timings,
                                                    out=self.scores.arrays[item.score_slot])
         self.crops.free.append(item.crop_slot)

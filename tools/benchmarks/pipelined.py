@@ -6,6 +6,14 @@ CRF (the release's 10 iterations):
   reduced net, --workers 0, 1, 2   the demo's net (input 64, widths /8):
                                    its forward pass is cheap, so the CPU
                                    stages set the time, as on a GPU
+  reduced net, --workers 0 and 2   with OPENBLAS_NUM_THREADS=1 (Caffe's
+    with one BLAS thread           forward pass on one thread: OpenBLAS's
+                                   threads spin, and wait for each other,
+                                   on cores the workers need)
+  reduced net, 2 serial shards     two --workers 0 processes at once,
+                                   one per core: what 2 cores give when
+                                   nothing is shared, the ceiling the
+                                   pipelined runs are held against
   full folded net, --workers 0, 1  the forward pass dominates
 
 Each configuration is a tools/infer.py run of its own into a fresh folder
@@ -27,7 +35,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -45,6 +52,7 @@ STAGES = ("proposals", "forward", "aggregation", "crf", "fcn", "writing")
 # net on an H100/H200-class GPU (3.1 TFLOP an image at about 30 TFLOP/s of
 # FP32 cuDNN convolution: an estimate, no GPU was measured).
 NODE_CORES = 16
+ONE_BLAS_THREAD = "OPENBLAS_NUM_THREADS=1"
 GPU_FORWARD_S = 0.1
 
 
@@ -90,23 +98,53 @@ def reduced_model(demo: Path | None, folder: Path) -> tuple[Path, Path, str]:
     return prototxt, random_net(prototxt, folder / "reduced.caffemodel"), "random weights, the demo's shape"
 
 
-def run_infer(images: Path, model: tuple[Path, Path], out: Path, workers: int, count: int) -> dict:
+def infer_args(images: Path, model: tuple[Path, Path], out: Path, workers: int, count: int,
+               timings: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """The tools/infer.py command on the first `count` images (linked into a folder of their own)."""
     folder = out.parent / f"{out.name}_in"
-    folder.mkdir()
-    for path in sorted(images.iterdir())[:count]:
-        os.symlink(path, folder / path.name)
-    timings = out.parent / f"{out.name}.json"
-    args = [sys.executable, str(ROOT / "tools" / "infer.py"), str(folder), "--out", str(out), "--model",
+    if not folder.exists():
+        folder.mkdir()
+        for path in sorted(images.iterdir())[:count]:
+            os.symlink(path, folder / path.name)
+    return [sys.executable, str(ROOT / "tools" / "infer.py"), str(folder), "--out", str(out), "--model",
             str(model[0]), "--weights", str(model[1]), "--crf", "--workers", str(workers), "--min-box-side", "0",
-            "--timings", str(timings)]
-    start = time.perf_counter()
-    result = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, GLOG_minloglevel="2"))
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"infer failed ({' '.join(args)}):\n{result.stderr[-3000:]}")
-    record = json.loads(timings.read_text())
-    record["process_seconds"] = seconds
-    return record
+            "--timings", str(timings), *extra]
+
+
+def finish(process: subprocess.Popen, args: list[str], timings: Path) -> dict:
+    _, stderr = process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"infer failed ({' '.join(args)}):\n{stderr[-3000:]}")
+    return json.loads(timings.read_text())
+
+
+def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, GLOG_minloglevel="2", **(env or {})))
+
+
+def run_infer(images: Path, model: tuple[Path, Path], out: Path, workers: int, count: int,
+              env: dict[str, str] | None = None) -> dict:
+    timings = out.parent / f"{out.name}.json"
+    args = infer_args(images, model, out, workers, count, timings)
+    return finish(start(args, env), args, timings)
+
+
+def run_shards(images: Path, model: tuple[Path, Path], out: Path, count: int, shards: int = 2) -> dict:
+    """`shards` serial processes at once on one split: the wall per image is
+    the slowest shard's wall over all the images; busy times are the mean
+    over the shards' images."""
+    runs = []
+    for k in range(shards):
+        timings = out.parent / f"{out.name}_shard{k}.json"
+        args = infer_args(images, model, out, 0, count, timings, ("--shard", f"{k}/{shards}"))
+        runs.append((start(args), args, timings))
+    records = [finish(*run) for run in runs]
+    done = sum(r["images"] for r in records)
+    busy = {stage: sum(r["seconds_per_image"][stage] * r["images"] for r in records) / done
+            for stage in records[0]["seconds_per_image"]}
+    wall = max(r["wall_seconds_per_image"] * r["images"] for r in records)
+    return dict(images=done, workers=f"{shards} shards", seconds_per_image=busy, wall_seconds_per_image=wall / done)
 
 
 def projection(serial: dict) -> dict:
@@ -163,6 +201,14 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"{net.replace(' ', '_')}_w{workers}"
                 print(f"running {name} ...", file=sys.stderr)
                 results[net][workers] = run_infer(images, model, folder / name, workers, count)
+            if net == "reduced":
+                for workers in (0, 2):  # Caffe's OpenBLAS on one thread: no threads spinning beside the workers
+                    print(f"running reduced_w{workers}_blas1 ...", file=sys.stderr)
+                    results[net][f"{workers}, {ONE_BLAS_THREAD}"] = run_infer(
+                        images, model, folder / f"reduced_w{workers}_blas1", workers, count,
+                        {"OPENBLAS_NUM_THREADS": "1"})
+                print("running reduced_shards ...", file=sys.stderr)
+                results[net]["2 serial shards"] = run_shards(images, model, folder / "reduced_shards", count)
         results["projection"] = projection(results["reduced"][0])
     text = report(results, reduced[2], {"reduced": args.images, "full folded": args.full_images})
     print(text)
