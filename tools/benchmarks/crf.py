@@ -54,7 +54,8 @@ def half_resolution_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams)
 def configurations() -> dict[str, object]:
     rows: dict[str, object] = {"no CRF": None}
     for n in ITERATIONS:
-        rows[f"{n} iterations" + (" (the release's)" if n == 10 else "")] = CRFParams(iterations=n)
+        name = f"{n} iteration{'s' if n != 1 else ''}" + (" (the release's)" if n == 10 else "")
+        rows[name] = CRFParams(iterations=n)
     rows["half resolution, 10 iterations"] = "half"
     return rows
 
