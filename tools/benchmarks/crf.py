@@ -9,7 +9,10 @@ release's), 5, 3 and 1 mean-field iterations, and at half resolution (the
 image and the probabilities halved, the spatial standard deviations
 halved, 10 iterations, the marginals upsampled bilinearly). Each row gives
 the val mean IoU and the CRF's seconds per image (the fastest of
---repeats); the time per megapixel gives the cost on VOC-sized images.
+--repeats), and per megapixel. The permutohedral lattice grows with the
+image's extent in units of the kernels' widths and with its colours, not
+with its pixels alone: time larger images themselves (tools/infer.py
+--timings) rather than scale these.
 
 Prints Markdown for docs/BENCHMARKS.md; --json writes the numbers.
 """
@@ -110,12 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     base = results["10 iterations (the release's)"]
     lines = [f"Machine: {cpu_name()}, one core (pydensecrf is single-threaded); {len(ids)} demo val images of "
              f"{pixels / len(ids) / 1e3:.0f} kpixels on average; the demo's trained folded net ({args.demo.name}).",
-             "", "| CRF | val mean IoU | vs the release's | CRF s/image | s/megapixel | at 500x375 (est.) |",
-             "|---|---|---|---|---|---|"]
+             "", "| CRF | val mean IoU | vs the release's | CRF s/image | s/megapixel |", "|---|---|---|---|---|"]
     for name, r in results.items():
         lines.append(f"| {name} | {r['mean_iou'] * 100:.2f} | {(r['mean_iou'] - base['mean_iou']) * 100:+.2f} | "
-                     f"{r['crf_seconds_per_image']:.3f} | {r['crf_seconds_per_megapixel']:.2f} | "
-                     f"{r['crf_seconds_per_megapixel'] * 0.1875:.2f} |")
+                     f"{r['crf_seconds_per_image']:.3f} | {r['crf_seconds_per_megapixel']:.2f} |")
     print("\n".join(lines))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
