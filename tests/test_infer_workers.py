@@ -104,8 +104,11 @@ def session_processes(sid: int) -> list[int]:
 def start(model, out, *extra, env=None):
     args = [sys.executable, str(ROOT / "tools" / "infer.py"), "--out", str(out), "--model", str(model["prototxt"]),
             "--weights", str(model["weights"]), "--proposal-cache", str(model["proposals"]), *map(str, extra)]
+    # SIGINT as a terminal's foreground job has it: a shell's background job (CI run with
+    # `&`) ignores it, and Python then keeps it ignored, so Ctrl-C could not be tested.
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env=env)
+                            start_new_session=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for_labels(out: Path, proc, count: int = 1, timeout: float = 300) -> None:

@@ -112,8 +112,10 @@ def test_inference_as_a_job_array(caffe, cluster, synthetic, tmp_path):
     assert single.returncode == 0, single.stderr[-2000:]
     logs = tmp_path / "logs"
     logs.mkdir()
-    # This node has no GPUs: --gres=none replaces the script's gpu:1, as on a CPU partition.
-    job = cluster.submit("--array=0-1", "--cpus-per-task=1", "--gres=none", f"--output={logs}/infer-%a.out",
+    # This node has no GPUs: --gres=none replaces the script's gpu:1, as on a CPU partition;
+    # and perhaps less memory than a GPU node's 32G: --mem replaces it.
+    job = cluster.submit("--array=0-1", "--cpus-per-task=1", "--gres=none", "--mem=2G",
+                         f"--output={logs}/infer-%a.out",
                          SLURM / "infer.sbatch", "2", *args, "--out", tmp_path / "arrayed", cwd=ROOT)
     states = cluster.wait(job)
     assert states == ["COMPLETED"] * 2, (states, *(p.read_text()[-1500:] for p in sorted(logs.iterdir())))
