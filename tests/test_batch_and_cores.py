@@ -128,4 +128,3 @@ def test_usable_cores_by_affinity_quota_and_slurm(tmp_path):
     assert usable_cores({}, tmp_path / "cgroup0", tmp_path / "none") == affinity
     assert usable_cores({"SLURM_CPUS_PER_TASK": "1"}, tmp_path / "cgroup0", tmp_path / "none") == 1
     assert usable_cores({"SLURM_CPUS_PER_TASK": "64"}, tmp_path / "cgroup0", tmp_path / "none") == affinity
-
