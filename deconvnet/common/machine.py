@@ -7,7 +7,7 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from deconvnet.common.cli import ToolError
 
@@ -107,40 +107,55 @@ def use_device(gpu: int | None) -> None:
     caffe.set_mode_gpu()
 
 
-def _cgroup_cpu_quota(proc_cgroup: Path, root: Path) -> float | None:
-    """The least CPU quota (cores) on this process's cgroup path: cgroup v2's
-    cpu.max ("200000 100000" is 2 cores, "max 100000" none) or v1's
-    cpu.cfs_quota_us / cpu.cfs_period_us; None when no level limits it."""
+def cgroup_path(controller: str, v1_mounts: tuple[str, ...], proc_cgroup: Path = Path("/proc/self/cgroup"),
+                root: Path = Path("/sys/fs/cgroup")) -> Iterator[tuple[bool, Path]]:
+    """Every cgroup on this process's own path (/proc/self/cgroup) that may
+    limit `controller`, from its group up to its hierarchy's root, as
+    (cgroup v2?, folder). A v1 hierarchy is mounted at the first of
+    `v1_mounts` under `root` that exists. A Slurm job's limit sits on a
+    group deep below the root (/system.slice/slurmstepd.scope/job_42),
+    which the root's files know nothing of."""
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
-        return None
-    least = None
+        return
     for line in lines:
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
         hierarchy, controllers, own = parts
         v2 = hierarchy == "0" and controllers == ""
-        if not v2 and "cpu" not in controllers.split(","):
+        if v2:
+            base = root
+        elif controller in controllers.split(","):
+            base = next((root / m for m in v1_mounts if (root / m).is_dir()), root / v1_mounts[-1])
+        else:
             continue
-        base = root if v2 else root / ("cpu,cpuacct" if (root / "cpu,cpuacct").is_dir() else "cpu")
         folder = base / own.strip().lstrip("/")
         while True:
-            try:
-                if v2:
-                    quota_text, period_text = (folder / "cpu.max").read_text().split()[:2]
-                else:
-                    quota_text = (folder / "cpu.cfs_quota_us").read_text().strip()
-                    period_text = (folder / "cpu.cfs_period_us").read_text().strip()
-                quota, period = (None if quota_text in ("max", "-1") else int(quota_text)), int(period_text)
-            except (OSError, ValueError):
-                quota = period = None
-            if quota and period:
-                least = quota / period if least is None else min(least, quota / period)
+            yield v2, folder
             if folder == base or base not in folder.parents:
                 break
             folder = folder.parent
+
+
+def _cgroup_cpu_quota(proc_cgroup: Path, root: Path) -> float | None:
+    """The least CPU quota (cores) on this process's cgroup path: cgroup v2's
+    cpu.max ("200000 100000" is 2 cores, "max 100000" none) or v1's
+    cpu.cfs_quota_us / cpu.cfs_period_us; None when no level limits it."""
+    least = None
+    for v2, folder in cgroup_path("cpu", ("cpu,cpuacct", "cpu"), proc_cgroup, root):
+        try:
+            if v2:
+                quota_text, period_text = (folder / "cpu.max").read_text().split()[:2]
+            else:
+                quota_text = (folder / "cpu.cfs_quota_us").read_text().strip()
+                period_text = (folder / "cpu.cfs_period_us").read_text().strip()
+            quota, period = (None if quota_text in ("max", "-1") else int(quota_text)), int(period_text)
+        except (OSError, ValueError):
+            quota = period = None
+        if quota and period:
+            least = quota / period if least is None else min(least, quota / period)
     return least
 
 

@@ -10,9 +10,12 @@ agrees with the peak memory measured by tools/benchmarks/inference.py
 (docs/BENCHMARKS.md)."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 from pathlib import Path
+
+from deconvnet.common.machine import cgroup_path, loaded_libraries
 
 LOG = logging.getLogger(__name__)
 
@@ -54,34 +57,14 @@ NO_LIMIT = 1 << 60  # v1 writes "no limit" as a huge number, v2 as "max"
 def cgroup_headroom(proc_cgroup: Path = Path("/proc/self/cgroup"),
                     root: Path = Path("/sys/fs/cgroup")) -> int | None:
     """The least (limit - usage) over every memory cgroup on this process's
-    own path (/proc/self/cgroup), from its group up to the mount's root,
-    for v2 and v1; None when no level is limited. A Slurm job's limit sits
-    on a group deep below the root (/system.slice/slurmstepd.scope/job_42),
-    which the root's files know nothing of."""
-    try:
-        lines = proc_cgroup.read_text().splitlines()
-    except OSError:
-        return None
+    own path, from its group up to the mount's root, for v2 and v1; None
+    when no level is limited."""
     least = None
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hierarchy, controllers, own = parts
-        if hierarchy == "0" and controllers == "":
-            base, (limit_name, usage_name) = root, CGROUP_FILES["v2"]
-        elif "memory" in controllers.split(","):
-            base, (limit_name, usage_name) = root / "memory", CGROUP_FILES["v1"]
-        else:
-            continue
-        folder = base / own.strip().lstrip("/")
-        while True:
-            limit, usage = _read_int(folder / limit_name), _read_int(folder / usage_name)
-            if limit is not None and usage is not None and limit < NO_LIMIT:
-                least = max(limit - usage, 0) if least is None else min(least, max(limit - usage, 0))
-            if folder == base or base not in folder.parents:
-                break
-            folder = folder.parent
+    for v2, folder in cgroup_path("memory", ("memory",), proc_cgroup, root):
+        limit_name, usage_name = CGROUP_FILES["v2" if v2 else "v1"]
+        limit, usage = _read_int(folder / limit_name), _read_int(folder / usage_name)
+        if limit is not None and usage is not None and limit < NO_LIMIT:
+            least = max(limit - usage, 0) if least is None else min(least, max(limit - usage, 0))
     return least
 
 
@@ -162,8 +145,6 @@ def cudnn_workspace_bytes(net) -> int:
 def _cuda_runtime(libraries: list[str]):
     """The CUDA runtime pycaffe loaded (a wheel's may be renamed by
     auditwheel: libcudart-1a2b3c4d.so.13), or None in a CPU-only build."""
-    import ctypes
-
     path = next((p for p in libraries if Path(p).name.startswith("libcudart")), None)
     return None if path is None else ctypes.CDLL(path)
 
@@ -171,10 +152,6 @@ def _cuda_runtime(libraries: list[str]):
 def gpu_memory(libraries: list[str] | None = None) -> tuple[int, int]:
     """(free, total) bytes of the current device, from cudaMemGetInfo of
     the runtime Caffe already loaded (so on the device Caffe chose)."""
-    import ctypes
-
-    from deconvnet.common.machine import loaded_libraries
-
     runtime = _cuda_runtime(loaded_libraries() if libraries is None else libraries)
     if runtime is None:
         raise RuntimeError("no CUDA runtime is loaded: this Caffe is a CPU-only build")
