@@ -27,15 +27,16 @@ FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT
 class DeconvNetModel:
     """The deploy net (folded or not), run on proposal crops in batches of
     ``batch``; None: as many of ``proposals`` as this machine's memory
-    holds (deconvnet.infer.memory; for the CPU, or ``gpu``)."""
+    holds (deconvnet.infer.memory; for the CPU: tools/infer.py calls
+    ``choose_batch`` for a GPU)."""
 
     def __init__(self, prototxt: Path, weights: Path, batch: int | None = TEST_PROPOSALS,
-                 allow_missing: bool = False, proposals: int = TEST_PROPOSALS, gpu: bool = False) -> None:
+                 allow_missing: bool = False, proposals: int = TEST_PROPOSALS) -> None:
         import caffe
 
         self.net = load_net(prototxt, weights, caffe.TEST, allow_missing)
         self.size = self.net.blobs["data"].data.shape[2]
-        self.batch = self.choose_batch(proposals, gpu) if batch is None else batch
+        self.batch = self.choose_batch(proposals, gpu=False) if batch is None else batch
 
     def choose_batch(self, proposals: int, gpu: bool, reserved: int = 0) -> int:
         """The batch the memory holds (logged): host memory less ``reserved``

@@ -41,9 +41,6 @@ class Timings:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def total(self) -> float:
-        return sum(getattr(self, name) for name in self.__dataclass_fields__)
-
 
 @dataclass
 class Segmentation:

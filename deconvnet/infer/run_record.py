@@ -2,8 +2,9 @@
 
 The record holds the settings (recipe, proposals, models, CRF, ensemble),
 the timings of the last run of each shard (busy seconds per image of each
-stage, wall seconds, workers) and, for sharded runs, the image list that was split (its length and a
-fingerprint of the ids and paths in order) and the shards run so far. One
+stage, wall seconds, workers) and, for sharded runs, the image list that
+was split (its length and a fingerprint of the ids and paths in order) and
+the shards run so far. One
 folder holds one set of settings and, when sharded, one list: a run whose
 settings differ, or a shard of another list (the input folder grew between
 shards, or another --list), is refused by name, since the folder would
