@@ -10,6 +10,14 @@ the layer).
 Tops: ``data`` (N, 3, crop, crop) float32, BGR, mean subtracted; ``label``
 (N, 1, crop, crop) with 255 void. Image and label always get the same crop
 and flip. The batches depend only on the seed, not on the number of workers.
+
+Under data-parallel training (deconvnet/train/data_parallel.py, which sets
+Caffe's solver count and rank), a TRAIN layer reads its rank's share: the
+ranks draw the same stream of batches (same seed, same balanced epochs)
+and rank r keeps batches r, r + count, r + 2 count, ... Their parts of an
+epoch are disjoint and together the whole epoch, and one update of N ranks
+with iter_size k reads exactly the passes of one process with iter_size
+N k. TEST layers read everything (validation runs on rank 0 alone).
 """
 from __future__ import annotations
 
@@ -42,13 +50,19 @@ class BatchPlan:
 
 
 class BatchPlanner:
-    """The sequence of batches: deterministic for a seed."""
+    """The sequence of batches: deterministic for a seed. With ``ranks`` > 1
+    it is this ``rank``'s share of the stream every rank draws alike."""
 
-    def __init__(self, index: np.ndarray, stored: int, params: SegDataParams, train: bool) -> None:
+    def __init__(self, index: np.ndarray, stored: int, params: SegDataParams, train: bool,
+                 rank: int = 0, ranks: int = 1) -> None:
+        if not 0 <= rank < ranks:
+            raise ValueError(f"SegDataLayer: rank {rank} of {ranks} ranks")
         self.index = index
         self.stored = stored
         self.params = params
         self.train = train
+        self.rank = rank
+        self.ranks = ranks
         self.rng = np.random.default_rng(params.seed)
         self.order = np.zeros(0, np.int64)
         self.seq = 0
@@ -64,7 +78,8 @@ class BatchPlanner:
             self.order = self.order[len(taken[-1]):]
         return np.concatenate(taken)
 
-    def next(self) -> BatchPlan:
+    def _draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The stream's next batch: records, crop corners, flips."""
         n, crop = self.params.batch_size, self.params.crop_size
         records = self._take(n)
         if self.train:
@@ -73,7 +88,13 @@ class BatchPlanner:
         else:
             offsets = np.full((n, 2), (self.stored - crop) // 2)
             flips = np.zeros(n, bool)
-        plan = BatchPlan(self.seq, records, offsets, flips)
+        return records, offsets, flips
+
+    def next(self) -> BatchPlan:
+        """This rank's next batch; the other ranks' batches are drawn too, so
+        that every rank's stream stays the same."""
+        drawn = [self._draw() for _ in range(self.ranks)]
+        plan = BatchPlan(self.seq, *drawn[self.rank])
         self.seq += 1
         return plan
 
@@ -201,7 +222,10 @@ class SegDataLayer(caffe.Layer):
         if len(self.db.index) == 0:
             raise ValueError(f"SegDataLayer: {self.params.source} holds no examples")
         self.mean = np.asarray(self.params.mean, np.float32)
-        planner = BatchPlanner(self.db.index, stored, self.params, self.phase == caffe.TRAIN)
+        train = self.phase == caffe.TRAIN
+        # Caffe's solver count and rank: set by data-parallel training, 1 and 0 otherwise.
+        ranks, rank = (caffe.solver_count(), caffe.solver_rank()) if train else (1, 0)
+        planner = BatchPlanner(self.db.index, stored, self.params, train, rank, ranks)
         workers = self.params.workers
         self.prefetcher = (Prefetcher(self.params.source, planner, crop, self.mean, workers)
                            if workers else None)

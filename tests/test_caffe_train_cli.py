@@ -222,12 +222,14 @@ def test_a_system_exit_in_a_layer_is_reported_not_obeyed(caffe, tmp_path):
 
 def test_multi_gpu_training_of_a_net_with_python_layers_says_what_to_do(caffe, tmp_path):
     """Caffe's multi-GPU training cannot run Python layers: the tool stops
-    before touching a GPU, naming them and the one-GPU command."""
+    before touching a GPU, naming them, tools/train.py --gpus and the one-GPU
+    command."""
     python_layer_net(tmp_path, "")
     result = run_caffe(tmp_path, "train", "-solver", "solver.prototxt", "-gpu", "0,1")
     assert result.returncode == 1, result.stderr[-3000:]
     assert "-gpu 0,1 asks for 2 GPUs" in result.stderr
-    assert "'feeder' (raising_layer.Raising)" in result.stderr and "Train on one GPU: -gpu 0" in result.stderr
+    assert "'feeder' (raising_layer.Raising)" in result.stderr
+    assert "Train with tools/train.py --gpus 0,1" in result.stderr and "on one GPU: -gpu 0." in result.stderr
     assert "Check failure" not in result.stderr
     # Without Python layers the request goes on (and fails here for want of a GPU, differently).
     write(tmp_path / "net.prototxt", """layer { name: "source" type: "DummyData" top: "data"

@@ -22,6 +22,15 @@ last --keep-last are kept; free disk is checked before each snapshot. A run
 folder with snapshots resumes from the latest solverstate. Logs go to
 <run-dir>/stageN/log.jsonl (plot them with tools/plot_training.py).
 
+--gpus 0,1,2,3 (or all) trains each stage on several GPUs of this node: one
+process per GPU, gradients averaged by NCCL (deconvnet/train/data_parallel.py;
+Caffe's own `caffe train -gpu 0,1` cannot run our Python data layer). Each
+GPU reads its own share of every epoch and runs iter_size / GPUs passes per
+update, so the update is the one-GPU update of the same solver (a count that
+does not divide iter_size is refused, with the batches that would work).
+Rank 0 validates, logs, snapshots and applies the plateau rule; a resume
+works as on one GPU; a failed rank stops all of them with its error.
+
 Both solver files are checked first (known fields, a known lr_policy, net
 files that exist), naming the line and the fix. Snapshots are written as
 whole pairs (caffemodel and solverstate); a resume falls back from a
@@ -49,6 +58,8 @@ from deconvnet.common.cli import (
 )
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
 from deconvnet.net.weights import WeightsMismatch
+from deconvnet.train.data_parallel import (RankFailed, check_devices, crop_batch_size, parse_gpus, rank_iter_size,
+                                          train_stage)
 from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, finished_model, read_solver
 
 RECIPE_FIELDS = ("lr_policy", "patience", "plateau_metric", "weight_decay_rule")
@@ -71,12 +82,18 @@ def main(argv: list[str] | None = None) -> int:
                   "improvement", patience="plateau: validations without improvement before a cut",
         plateau_metric="plateau: what validation must improve", weight_decay_rule="see above"))
     parser.add_argument("--min-free-gb", type=float, help="stop when less disk is free (default: 2 snapshots)")
+    parser.add_argument("--gpus", help="data-parallel training on these GPUs: 0,1,2,3 or all (one process per GPU, "
+                                       "NCCL; iter_size is divided by their count)")
     args = parser.parse_args(argv)
     setup_logging()
     recipe = recipe_from_args(args, *RECIPE_FIELDS)
     if refuse_ineffective("train", parser, argv, [
             (("patience", "plateau_metric"), recipe.lr_policy == "step",
              "with --lr-policy step (the solver's steps set the rate; they are the plateau rule's)")]):
+        return 2
+    if args.gpus is not None and args.gpu is not None:
+        logging.error("train: --gpu and --gpus both given: --gpu %d trains on one GPU, --gpus %s on several; "
+                      "give one", args.gpu, args.gpus)
         return 2
     stages = [1, 2] if args.stage == "both" else [int(args.stage)]
     solvers = {stage: args.solver1 if stage == 1 else args.solver2 for stage in stages}
@@ -89,6 +106,18 @@ def main(argv: list[str] | None = None) -> int:
                           "applied. Write its solvers and nets with tools/make_prototxt.py --recipe %s and pass "
                           "them as --solver1/--solver2", recipe.name, recipe.batch_per_pass, recipe.iter_size,
                           solver, iter_size, recipe.name)
+            return 2
+    gpus = None
+    if args.gpus is not None:
+        try:
+            gpus = parse_gpus(args.gpus)
+            for solver in solvers.values():
+                param = read_solver(solver)
+                net = (solver.resolve().parent / (param.train_net or param.net))
+                rank_iter_size(param.iter_size, len(gpus), crop_batch_size(net) if net.is_file() else None, solver)
+            check_devices(gpus)
+        except ValueError as err:
+            logging.error("train: %s", err)
             return 2
     problem = check_output_folder(args.run_dir)
     if problem:
@@ -109,13 +138,16 @@ def main(argv: list[str] | None = None) -> int:
             solver=solvers[stage], run_dir=run_dir,
             weights=weights, min_free_bytes=int(args.min_free_gb * 2**30) if args.min_free_gb else None)
         try:
-            weights = Trainer(config).train()
+            weights = Trainer(config).train() if gpus is None else train_stage(config, gpus)
         except DiskFull as err:
             logging.error("train: stopped cleanly: %s", err)
             return 3
         except WeightsMismatch as err:
             logging.error("train: %s", err)
             return 2
+        except RankFailed as err:
+            logging.error("train: %s", err)
+            return 1
         logging.info("stage %d finished: %s", stage, weights)
     return 0
 

@@ -7,7 +7,7 @@ import os
 import platform
 import re
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from deconvnet.common.cli import ToolError
 
@@ -82,14 +82,32 @@ def gpu_problem(gpu: int, libraries: list[str], load: Callable[[str], object] = 
                 f"but this Caffe was built with CUDA {_version(need.value)}, which needs driver "
                 f"{DRIVER_FOR.get(need.value // 1000 * 1000, 'a newer one')} or newer; update the driver, or "
                 "leave out --gpu")
-    status = driver.cuInit(0)  # type: ignore[attr-defined]
-    count = ctypes.c_int(0)
-    if status != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:  # type: ignore[attr-defined]
+    status, count = _driver_device_count(driver)
+    if status != 0:
         return (f"no usable NVIDIA GPU (the driver answered error {status}); check nvidia-smi, or leave out --gpu "
                 "to run on the CPU")
-    if not 0 <= gpu < count.value:
-        return f"--gpu {gpu}: this machine has {count.value} GPU(s), numbered from 0"
+    if not 0 <= gpu < count:
+        return f"--gpu {gpu}: this machine has {count} GPU(s), numbered from 0"
     return None
+
+
+def _driver_device_count(driver: Any) -> tuple[int, int]:
+    """(the driver's error status, its device count): CUDA_VISIBLE_DEVICES applies."""
+    status = driver.cuInit(0)
+    count = ctypes.c_int(0)
+    if status == 0:
+        status = driver.cuDeviceGetCount(ctypes.byref(count))
+    return status, count.value if status == 0 else 0
+
+
+def gpu_count(load: Callable[[str], object] = ctypes.CDLL) -> int:
+    """GPUs this process can use, from the driver (0 without one); no CUDA
+    context is made, so worker processes can still be started after."""
+    try:
+        driver = load("libcuda.so.1")
+    except OSError:
+        return 0
+    return _driver_device_count(driver)[1]
 
 
 def use_device(gpu: int | None) -> None:

@@ -29,7 +29,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -50,6 +50,7 @@ from caffe.proto import caffe_pb2
 LOG = logging.getLogger(__name__)
 STATE_FILE = "train_state.json"
 INCOMING = ".incoming"  # where Caffe writes a snapshot before it is moved into place
+FOLLOWERS_SOLVER = "solver_followers.prototxt"  # ranks other than 0 (data_parallel.py)
 
 
 class DiskFull(Exception):
@@ -88,6 +89,8 @@ class StageConfig:
     max_iter: int | None = option(None, help="override the solver's max_iter")
     gpu: int | None = option(None, help="GPU id (default: CPU)")
     progress: bool = option(True, cli=False)
+    ranks: int = option(1, cli=False, help="data-parallel ranks (deconvnet/train/data_parallel.py): each runs "
+                                           "iter_size / ranks passes per update")
 
     def from_solver(self, solver: caffe_pb2.SolverParameter) -> StageConfig:
         """This config with the schedule the solver file gives where unset."""
@@ -133,8 +136,14 @@ def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter
     param.snapshot_prefix = str(config.run_dir.resolve() / INCOMING / "snapshot")
     if config.max_iter is not None:
         param.max_iter = config.max_iter
+    whole_iter_size = max(param.iter_size, 1)  # the update's passes, over all ranks
+    if config.ranks > 1:
+        if whole_iter_size % config.ranks:
+            raise ValueError(f"{config.ranks} ranks cannot share iter_size {whole_iter_size}")
+        param.iter_size = whole_iter_size // config.ranks
+        param.layer_wise_reduce = False  # one reduction per update, not one per pass
     if config.weight_decay_rule is not None:
-        decay = solver_weight_decay(config.weight_decay_rule, max(param.iter_size, 1))
+        decay = solver_weight_decay(config.weight_decay_rule, whole_iter_size)
         if not np.isclose(decay, param.weight_decay, rtol=1e-6, atol=0):  # the solver stores a float32
             LOG.info("weight_decay %g -> %g (%s rule, iter_size %d)", param.weight_decay, decay,
                      config.weight_decay_rule, param.iter_size)
@@ -149,6 +158,13 @@ def prepare_solver(config: StageConfig) -> tuple[Path, caffe_pb2.SolverParameter
     config.run_dir.mkdir(parents=True, exist_ok=True)
     path = config.run_dir / "solver.prototxt"
     path.write_text(str(param))
+    if config.ranks > 1:  # the other ranks validate nothing: no test nets
+        followers = caffe_pb2.SolverParameter()
+        followers.CopyFrom(param)
+        del followers.test_net[:]
+        del followers.test_iter[:]
+        followers.ClearField("test_interval")
+        (config.run_dir / FOLLOWERS_SOLVER).write_text(str(followers))
     return path, param
 
 
@@ -223,17 +239,57 @@ def validate(net: caffe.Net, batches: int) -> dict:
     return dict(mean_iou=s.mean_iou, pixel_accuracy=s.pixel_accuracy)
 
 
+class PassLosses:
+    """The loss of every forward pass of a training net: Caffe keeps only the
+    last pass's in the blob, and an update of iter_size passes deserves
+    their mean."""
+
+    def __init__(self, net: caffe.Net, top: str = "loss") -> None:
+        self.layer = next(i for i, name in enumerate(net._layer_names) if top in net.top_names[name])
+        self.blob = net.blobs[top]
+        self.values: list[float] = []
+        net.after_forward(self._after)
+
+    def _after(self, layer: int) -> None:
+        if layer == self.layer:
+            self.values.append(float(self.blob.data))
+
+    def take(self) -> float:
+        """The mean since the last call."""
+        mean = float(np.mean(self.values)) if self.values else float(self.blob.data)
+        self.values = []
+        return mean
+
+
+class SingleRank:
+    """No other ranks to follow rank 0 (data_parallel.Followers has the same methods)."""
+
+    def before_step(self, base_lr: float) -> None:
+        pass
+
+    def mean_loss(self, loss: float) -> float:
+        return loss
+
+    def finish(self) -> None:
+        pass
+
+
 class Trainer:
     def __init__(self, config: StageConfig,
-                 validate_fn: Callable[["Trainer"], dict] | None = None) -> None:
+                 validate_fn: Callable[["Trainer"], dict] | None = None,
+                 followers: Any = None) -> None:
         self.config = config.from_solver(read_solver(config.solver))
         self.validate_fn = validate_fn or Trainer.validate_test_net
+        self.followers = followers if followers is not None else SingleRank()
         use_device(config.gpu)
         self.solver_path, self.param = prepare_solver(self.config)
+        self.followers_solver_path = self.solver_path.with_name(FOLLOWERS_SOLVER)
         self.solver = caffe.get_solver(str(self.solver_path))
+        self.pass_losses = PassLosses(self.solver.net)
         self.log_path = config.run_dir / "log.jsonl"
         self.state = dict(lr=self.param.base_lr, best_score=None, best_iter=None, bad_validations=0,
                           cuts=[], metric=self.config.plateau_metric)
+        self.resumed_from: Path | None = None
         resumed = self._resume()
         if not resumed and config.weights is not None:
             # Caffe would skip the layers the file lacks and abort on other shapes.
@@ -258,6 +314,7 @@ class Trainer:
             return False
         iteration, path = found
         self.solver.restore(str(path))
+        self.resumed_from = path
         if state_path.exists():
             self.state.update(json.loads(state_path.read_text()))
         self.solver.param.base_lr = self.state["lr"]
@@ -373,9 +430,10 @@ class Trainer:
         started = time.time()
         try:
             while self.solver.iter < max_iter:
+                self.followers.before_step(float(self.solver.param.base_lr))
                 self.solver.step(1)
                 it = self.solver.iter
-                loss = float(self.solver.net.blobs["loss"].data)
+                loss = self.followers.mean_loss(self.pass_losses.take())
                 if not np.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss} at iteration {it}; lower the learning rate")
                 rate = (it - start_iter) / max(time.time() - started, 1e-9)
@@ -390,6 +448,7 @@ class Trainer:
                     self.snapshot()
         finally:
             bar.close()
+            self.followers.finish()
         final = self.config.run_dir / f"snapshot_iter_{self.solver.iter}.caffemodel"
         if not final.exists():
             final = self.snapshot()
