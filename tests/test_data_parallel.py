@@ -218,10 +218,20 @@ def tiny_parallel(tmp_path_factory, caffe):
 
 
 def run_stage(root: Path, run_dir: Path, iter_size: int, max_iter: int, ranks: int,
-              extra: str = "") -> subprocess.CompletedProcess:
+              extra: str = "", gpu: int | None = None) -> subprocess.CompletedProcess:
+    """One stage: ranks=1, the Trainer alone in one process; ranks > 1, that
+    many CPU processes with pipes for NCCL. With ``gpu``: the Trainer on it
+    (ranks=1), or NCCL's one-rank path on it (ranks=0)."""
     write(root / f"solver_{iter_size}_{max_iter}.prototxt", SOLVER.format(iter_size=iter_size, max_iter=max_iter))
+    if ranks == 0:
+        launch = f"train_stage(config, [{gpu}], sync='nccl')"
+    elif ranks == 1:
+        launch = f"Trainer(replace(config, gpu={gpu})).train()"
+    else:
+        launch = f"train_stage(config, [None] * {ranks}, sync='pipes')"
     code = f"""
 import sys
+from dataclasses import replace
 from pathlib import Path
 from deconvnet.common.cli import setup_logging
 from deconvnet.train.data_parallel import train_stage
@@ -232,8 +242,7 @@ config = StageConfig(solver=Path({str(root / f"solver_{iter_size}_{max_iter}.pro
                      weight_decay_rule="release", val_interval=0, snapshot_interval=2, log_interval=1,
                      progress=False)
 {extra}
-final = Trainer(config).train() if {ranks} == 1 else train_stage(config, [None] * {ranks}, sync="pipes")
-print("FINAL", final)
+print("FINAL", {launch})
 """
     env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", GLOG_minloglevel="2")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env,
@@ -279,7 +288,7 @@ def test_two_ranks_train_as_one_process_with_twice_their_iter_size(tiny_parallel
     run_dir = tmp_path / "run"
     result = run_stage(tiny_parallel, run_dir, iter_size=4, max_iter=4, ranks=2)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "on 2 ranks (CPU, CPU)" in result.stderr
+    assert "on 2 rank(s) (CPU, CPU)" in result.stderr
     assert "iter_size: 2" in (run_dir / "solver.prototxt").read_text()
     # The release rule from the whole iter_size: 0.0005 / 4, not 0.0005 / 2.
     assert "weight_decay: 0.000125" in (run_dir / "solver.prototxt").read_text()
@@ -367,9 +376,22 @@ seg_data.load_batch = load_batch
     write(tmp_path / "site" / "sitecustomize.py", f"import sys; sys.path.insert(0, {str(tiny_parallel)!r})\n"
           "import rank_one_breaks\n")
     env_extra = f"import os; os.environ['PYTHONPATH'] = {str(tmp_path / 'site')!r} + ':' + os.environ['PYTHONPATH']"
-    result = run_stage(tiny_parallel, run_dir, iter_size=4, max_iter=6, ranks=2,
-                       extra=env_extra + "\nfrom dataclasses import replace\nconfig = replace(config, snapshot_interval=0)")
+    no_snapshots = "config = replace(config, snapshot_interval=0)"
+    result = run_stage(tiny_parallel, run_dir, iter_size=4, max_iter=6, ranks=2, extra=env_extra + "\n" + no_snapshots)
     assert result.returncode != 0
     assert "rank 1 (CPU, pid" in result.stderr and "record 7 of the crop database is damaged" in result.stderr, \
         result.stderr[-3000:]
     assert "the other ranks were stopped" in result.stderr
+
+
+@pytest.mark.gpu
+def test_one_rank_through_nccl_on_a_gpu_trains_as_the_trainer_alone(tiny_parallel, tmp_path):
+    """--gpus 0's path: the NCCL communicator of one rank, its broadcast and
+    its all-reduce after every update, against the Trainer on the same GPU
+    (cuDNN's backward may sum in another order: 1e-4)."""
+    runs = {}
+    for ranks in (0, 1):
+        runs[ranks] = tmp_path / f"ranks{ranks}"
+        result = run_stage(tiny_parallel, runs[ranks], iter_size=4, max_iter=4, ranks=ranks, gpu=0)
+        assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(train_losses(runs[0]), train_losses(runs[1]), rtol=1e-4)

@@ -125,3 +125,19 @@ def test_inference_as_a_job_array(caffe, cluster, synthetic, tmp_path):
         assert (np.array(Image.open(tmp_path / "single" / "labels" / name))
                 == np.array(Image.open(tmp_path / "arrayed" / "labels" / name))).all(), name
     assert "shard 0/2" in (logs / "infer-0.out").read_text() and "shard 1/2" in (logs / "infer-1.out").read_text()
+
+
+def test_training_script_runs_train_py_on_all_gpus_of_the_node(cluster, tmp_path):
+    """experiments/slurm/train.sbatch is tools/train.py --gpus all, one task
+    per node. This node has neither GPUs nor NCCL: the tool, run by Slurm,
+    stops with the reason before any training process starts."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    job = cluster.submit("--gres=none", "--cpus-per-task=1", "--mem=1G", f"--output={logs}/train.out",
+                         f"--export=ALL,DECONVNET_PYTHON={sys.executable}",
+                         SLURM / "train.sbatch", "--stage", "1", "--run-dir", tmp_path / "run", cwd=ROOT)
+    states = cluster.wait(job)
+    out = (logs / "train.out").read_text()
+    assert states == ["FAILED"], (states, out[-2000:])
+    assert "built without NCCL" in out or "--gpus all: no GPU to train on" in out, out[-2000:]
+    assert not (tmp_path / "run").exists()

@@ -403,6 +403,7 @@ def cuda_container(engine, wheel_for, request, tmp_path_factory) -> Callable[[st
 cd /tmp
 /v/bin/python /check/unpool_on_cpu.py
 set +e
+/v/bin/python -c 'import caffe; print("NCCL_UID", caffe.has_nccl(), len(caffe.NCCL.new_uid()))'
 /v/bin/caffe device_query -gpu 0 > dq.log 2>&1
 echo "DEVICE_QUERY_STATUS $?"
 sed 's/^/DEVICE_QUERY /' dq.log
@@ -431,6 +432,16 @@ def test_cuda_wheel_imports_and_runs_on_the_cpu(python, cuda_container):
     for i in (5, 7, 13, 15):
         expected[i] = i
     assert f"UNPOOLED {expected}" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("python", CUDA_PYTHONS)
+def test_cuda_wheel_nccl_id_is_whole(python, cuda_container):
+    """Patch 0017: NCCL's unique id is 128 bytes (NCCL_UNIQUE_ID_BYTES in
+    nccl.h), most of them zero; unpatched, pycaffe cut it at the first zero
+    (after about 9 bytes, as ncclGetUniqueId through ctypes shows). No GPU
+    is needed to make one."""
+    out = cuda_container(python).stdout
+    assert "NCCL_UID True 128" in out, out[-3000:]
 
 
 @pytest.mark.parametrize("python", CUDA_PYTHONS)

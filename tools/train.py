@@ -57,9 +57,9 @@ from deconvnet.common.cli import (
     setup_logging,
 )
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
+from deconvnet.net.nets import crop_batch_size
 from deconvnet.net.weights import WeightsMismatch
-from deconvnet.train.data_parallel import (RankFailed, check_devices, crop_batch_size, parse_gpus, rank_iter_size,
-                                          train_stage)
+from deconvnet.train.data_parallel import RankFailed, check_devices, parse_gpus, rank_iter_size, train_stage
 from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, finished_model, read_solver
 
 RECIPE_FIELDS = ("lr_policy", "patience", "plateau_metric", "weight_decay_rule")

@@ -319,3 +319,13 @@ def net_reading_from(net_file: Path, out: Path, source: Path | None = None) -> P
             layer.python_param.param_str = replace(params, source=str(Path(path).resolve())).to_param_str()
     out.write_text(str(net))
     return out
+
+
+def crop_batch_size(net_file: Path) -> int | None:
+    """The batch per pass of a train or test net's crop data layer, or None."""
+    net = caffe_pb2.NetParameter()
+    text_format.Merge(net_file.read_text(), net)
+    for layer in net.layer:
+        if layer.type == "Python" and layer.python_param.module == SEG_DATA_MODULE:
+            return SegDataParams.from_param_str(layer.python_param.param_str).batch_size
+    return None

@@ -43,12 +43,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from google.protobuf import text_format
 
 from deconvnet.common.cli import setup_logging
 from deconvnet.common.machine import gpu_count, gpu_problem, loaded_libraries
 from deconvnet.common.processes import die_with_parent, how_it_ended
-from deconvnet.data.layer_params import SEG_DATA_MODULE, SegDataParams
 
 LOG = logging.getLogger(__name__)
 SYNCS = ("nccl", "pipes")
@@ -129,18 +127,6 @@ def rank_iter_size(iter_size: int, ranks: int, batch: int | None, solver: Path) 
         f"{ranks} GPUs cannot share the iter_size {iter_size} of {solver}: an update is {batch} examples per pass x "
         f"{iter_size} passes = {effective}, and each GPU would run {iter_size}/{ranks} passes. Use "
         f"{', '.join(map(str, counts))} GPUs; {other}")
-
-
-def crop_batch_size(net_file: Path) -> int | None:
-    """The batch per pass of a net's crop data layer, or None."""
-    from caffe.proto import caffe_pb2
-
-    net = caffe_pb2.NetParameter()
-    text_format.Merge(net_file.read_text(), net)
-    for layer in net.layer:
-        if layer.type == "Python" and layer.python_param.module == SEG_DATA_MODULE:
-            return SegDataParams.from_param_str(layer.python_param.param_str).batch_size
-    return None
 
 
 # --- gradient synchronisation --------------------------------------------------
@@ -279,9 +265,9 @@ def _make_sync(job: RankJob, solver: Any, peers: list[Connection]) -> GradientSy
 
 
 def _set_up_caffe(job: RankJob) -> None:
-    import caffe
-
     from deconvnet.common.machine import use_device
+
+    import caffe
 
     use_device(job.devices[job.rank])
     caffe.set_solver_count(len(job.devices))
@@ -302,9 +288,9 @@ def _lead(job: RankJob, config: Any, control: list[Connection], peers: list[Conn
 
 
 def _follow(job: RankJob, control: Connection, peers: list[Connection]) -> None:
-    import caffe
-
     from deconvnet.train.trainer import PassLosses
+
+    import caffe
 
     start = control.recv()
     if start is None:  # rank 0 stopped before training
@@ -329,8 +315,11 @@ def _rank_main(job: RankJob, config: Any, control: list[Connection], peers: list
     setup_logging()
     try:
         _set_up_caffe(job)
-        result = _lead(job, config, control, peers) if job.rank == 0 else _follow(job, control[0], peers)
-        report.send(("ok", result))
+        if job.rank == 0:
+            report.send(("ok", _lead(job, config, control, peers)))
+        else:
+            _follow(job, control[0], peers)
+            report.send(("ok", None))
     except BaseException as err:  # noqa: BLE001 - every failure goes to the launcher
         text = "".join(traceback.format_exception_only(type(err), err)).strip()
         LOG.debug("rank %d failed:\n%s", job.rank, traceback.format_exc())
@@ -437,7 +426,7 @@ def train_stage(config: Any, devices: list[int | None], sync: str = "nccl") -> P
         for _, writer in reports:
             writer.close()
         pid_file.write_text(json.dumps({str(r): p.pid for r, p in enumerate(procs)}))
-        LOG.info("training %s on %d ranks (%s), pids %s", config.run_dir.name, ranks,
+        LOG.info("training %s on %d rank(s) (%s), pids %s", config.run_dir.name, ranks,
                  ", ".join(_device_name(d) for d in devices), [p.pid for p in procs])
         return _supervise(procs, [reader for reader, _ in reports], tuple(devices), pid_file)
     finally:
