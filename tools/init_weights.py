@@ -6,6 +6,11 @@
              Gaussian fillers; BatchNorm/Scale start as the identity.
   fcn8s      the same encoder; per-class bilinear kernels in the upsampling layers;
              zero score layers.
+  deeplab-largefov
+             conv1_1..conv5_3 copied; fc6 subsampled to 1024x512x3x3 (every 4th filter,
+             taps 0, 3, 6 of the 7x7 kernel) and fc7 to 1024x1024 (every 4th filter and
+             input), as the DeepLab authors' init model; fc8_voc12 Gaussian (std 0.01,
+             --seed), biases 0; fc8_interp the fixed bilinear upsampling by 8.
 
 The output caffemodel is accepted by `caffe train -weights`. Bad inputs stop
 with a message and write nothing.
@@ -21,9 +26,11 @@ from deconvnet.common.cli import MODELS, PROTOTXT, run_tool, setup_logging
 from deconvnet.net.surgery import SurgeryError, build_init_model
 
 DEFAULT_TARGET = {"deconvnet": PROTOTXT / "deconvnet_deploy.prototxt",
-                  "fcn8s": PROTOTXT / "fcn8s_deploy.prototxt"}
+                  "fcn8s": PROTOTXT / "fcn8s_deploy.prototxt",
+                  "deeplab-largefov": PROTOTXT / "deeplab_largefov_deploy.prototxt"}
 DEFAULT_OUT = {"deconvnet": MODELS / "deconvnet_init_vgg16.caffemodel",
-               "fcn8s": MODELS / "fcn8s_init_vgg16.caffemodel"}
+               "fcn8s": MODELS / "fcn8s_init_vgg16.caffemodel",
+               "deeplab-largefov": MODELS / "deeplab_largefov_init_vgg16.caffemodel"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="VGG16 deploy net (default: prototxt/vgg16_deploy.prototxt)")
     parser.add_argument("--target", type=Path, help="the net to initialise (default: its deploy prototxt)")
     parser.add_argument("--out", type=Path, help="output caffemodel (default: models/<net>_init_vgg16.caffemodel)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the decoder's Gaussian fillers")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the new layers' Gaussian fillers (DeconvNet's decoder, DeepLab's fc8)")
     args = parser.parse_args(argv)
     setup_logging()
     try:

@@ -57,10 +57,8 @@ from deconvnet.common.cli import (
     setup_logging,
 )
 from deconvnet.common.recipes import add_field_options, add_recipe_option, recipe_from_args
-from deconvnet.net.nets import crop_batch_size
-from deconvnet.net.weights import WeightsMismatch
-from deconvnet.train.data_parallel import RankFailed, check_devices, parse_gpus, rank_iter_size, train_stage
-from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, finished_model, read_solver
+from deconvnet.train.launch import check_gpus, run_stage
+from deconvnet.train.trainer import StageConfig, finished_model, read_solver
 
 RECIPE_FIELDS = ("lr_policy", "patience", "plateau_metric", "weight_decay_rule")
 
@@ -110,12 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     gpus = None
     if args.gpus is not None:
         try:
-            gpus = parse_gpus(args.gpus)
-            for solver in solvers.values():
-                param = read_solver(solver)
-                net = (solver.resolve().parent / (param.train_net or param.net))
-                rank_iter_size(param.iter_size, len(gpus), crop_batch_size(net) if net.is_file() else None, solver)
-            check_devices(gpus)
+            gpus = check_gpus(args.gpus, list(solvers.values()))
         except ValueError as err:
             logging.error("train: %s", err)
             return 2
@@ -137,17 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             weight_decay_rule=recipe.weight_decay_rule,
             solver=solvers[stage], run_dir=run_dir,
             weights=weights, min_free_bytes=int(args.min_free_gb * 2**30) if args.min_free_gb else None)
-        try:
-            weights = Trainer(config).train() if gpus is None else train_stage(config, gpus)
-        except DiskFull as err:
-            logging.error("train: stopped cleanly: %s", err)
-            return 3
-        except WeightsMismatch as err:
-            logging.error("train: %s", err)
-            return 2
-        except RankFailed as err:
-            logging.error("train: %s", err)
-            return 1
+        final, code = run_stage(config, gpus, "train")
+        if final is None:
+            return code
+        weights = final
         logging.info("stage %d finished: %s", stage, weights)
     return 0
 

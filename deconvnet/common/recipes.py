@@ -125,3 +125,36 @@ def add_field_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
 def recipe_from_args(args: argparse.Namespace, *names: str) -> Recipe:
     """The --recipe with the field flags ``names`` that were given laid over it."""
     return RECIPES[args.recipe].with_overrides(**{n: getattr(args, n) for n in names})
+
+
+@dataclass(frozen=True)
+class DeepLabRecipe:
+    """DeepLab-CRF-LargeFOV's training as its authors released it (Chen et
+    al., ICLR 2015; docs/DEEPLAB.md lists where ours differs and why)."""
+
+    name: str
+    crop_size: int          # random crops of whole images (mean/void padding below it)
+    test_size: int          # validation and deploy: images padded to this side
+    batch_size: int         # images per update (the paper's mini-batch of 20)
+    batch_per_pass: int     # images per forward pass; iter_size makes up the rest
+    base_lr: float
+    fc8_lr_mult: tuple[float, float]  # the new classifier's weights and biases
+    gamma: float
+    stepsize: int
+    max_iter: int
+    momentum: float
+    weight_decay: float     # BVLC rule: passes averaged, then decay x W added once
+    image_set: str          # deconvnet.data.image_sets: train_aug, VOC 2012 val left out
+    mirror: bool
+
+    @property
+    def iter_size(self) -> int:
+        if self.batch_size % self.batch_per_pass:
+            raise ValueError(f"batch_per_pass {self.batch_per_pass} must divide the batch {self.batch_size}")
+        return self.batch_size // self.batch_per_pass
+
+
+DEEPLAB_LARGEFOV = DeepLabRecipe(
+    name="deeplab-largefov", crop_size=321, test_size=513, batch_size=20, batch_per_pass=10, base_lr=0.001,
+    fc8_lr_mult=(10, 20), gamma=0.1, stepsize=2000, max_iter=6000, momentum=0.9,
+    weight_decay=PAPER_WEIGHT_DECAY, image_set="union-minus-voc-val", mirror=True)

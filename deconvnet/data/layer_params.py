@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import ClassVar, TypeVar
 
 from deconvnet.common.constants import INPUT_SIZE, MEAN_BGR
-from deconvnet.common.recipes import RELEASE
+from deconvnet.common.recipes import DEEPLAB_LARGEFOV, RELEASE
 
 T = TypeVar("T", bound="_JSONParams")
 
@@ -132,3 +132,33 @@ class FCNDataParams(_JSONParams):
         if self.dataset not in ("voc", "sbd"):
             raise ValueError(f"WholeImageDataLayer: 'dataset' must be voc or sbd, got {self.dataset!r}")
 
+
+
+# The Python module that holds ImageCropDataLayer, as nets name it.
+IMAGE_CROP_MODULE = "python_layers.image_crop_data"
+
+
+@dataclass(frozen=True)
+class ImageCropParams(_JSONParams):
+    """What ImageCropDataLayer reads (DeepLab-LargeFOV's data), and how."""
+
+    LAYER: ClassVar[str] = "ImageCropDataLayer"
+    REQUIRED: ClassVar[tuple[str, ...]] = ("image_set",)
+
+    image_set: str                           # deconvnet.data.image_sets: union-minus-voc-val, voc:val, ...
+    voc_root: str = ""                       # VOCdevkit/VOC2012 (relative: from the working directory)
+    sbd_root: str = ""                       # benchmark_RELEASE/dataset
+    batch_size: int = DEEPLAB_LARGEFOV.batch_per_pass
+    crop_size: int = DEEPLAB_LARGEFOV.crop_size  # images padded (mean, void) up to it, then cropped
+    random_crop: bool = False                # a random window (TRAIN) or the top-left one (TEST)
+    mirror: bool = False                     # random horizontal flips
+    shuffle: bool = False                    # a new shuffled pass each epoch
+    mean: tuple[float, ...] = MEAN_BGR       # BGR mean subtracted from the image
+    seed: int = 0                            # order, crops and flips
+
+    def validate(self) -> None:
+        for key in ("batch_size", "crop_size"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"ImageCropDataLayer: '{key}' must be a positive integer, got {getattr(self, key)}")
+        if not (self.voc_root or self.sbd_root):
+            raise ValueError("ImageCropDataLayer: give 'voc_root', 'sbd_root' or both")

@@ -22,6 +22,17 @@ class CRFParams:
     iterations: int = option(10, help="mean-field iterations")
 
 
+# DeconvNet's CRF: the DeconvNet authors' released settings.
+DECONVNET_CRF = CRFParams()
+# DeepLab-CRF-LargeFOV's: the DeepLab authors' released settings for that
+# model (bilateral weight 4, xy std 121, rgb std 5; Gaussian weight 3, xy
+# std 3; 10 mean-field iterations).
+DEEPLAB_LARGEFOV_CRF = CRFParams(gaussian_sxy=3.0, gaussian_compat=3.0, bilateral_sxy=121.0,
+                                 bilateral_srgb=5.0, bilateral_compat=4.0, iterations=10)
+# Each model's CRF, by the name tools use for it.
+MODEL_CRF = {"deconvnet": DECONVNET_CRF, "deeplab-largefov": DEEPLAB_LARGEFOV_CRF}
+
+
 def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = CRFParams()) -> np.ndarray:
     """Mean-field inference with -log p unaries; returns (C, H, W) marginals."""
     import pydensecrf.densecrf as dcrf

@@ -43,6 +43,16 @@ class Size:
 # FCN-8s reshapes to each image; its deploy net is written for 500x500.
 FCN_DEPLOY_SIZE = Size(500)
 
+# DeepLab-LargeFOV (Chen et al., ICLR 2015; docs/DEEPLAB.md): VGG16 whose
+# pool4 and pool5 keep the resolution, conv5_x and fc6 dilated, fc6 and fc7
+# thinned to 1024 channels. Scores at 1/8 of the input.
+DEEPLAB_FC_WIDTH = 1024
+DEEPLAB_CONV5_DILATION = 2
+DEEPLAB_FC6_DILATION = 12
+DEEPLAB_OUTPUT_STRIDE = 8
+# Its deploy net is written for the authors' test size (any size runs).
+DEEPLAB_DEPLOY_SIZE = Size(513)
+
 
 def forward_macs(size: Size = Size()) -> int:
     """Multiply-accumulates of one forward pass of one example through the

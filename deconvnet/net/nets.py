@@ -1,5 +1,6 @@
 """Network definitions written with caffe.NetSpec: DeconvNet (paper Table 2),
-FCN-8s (the public VGG16 PASCAL layout) and VGG16 (for weight surgery).
+FCN-8s (the public VGG16 PASCAL layout), DeepLab-LargeFOV (the DeepLab
+authors' release) and VGG16 (for weight surgery).
 
 Every function returns a NetParameter; ``deconvnet.net.prototxt`` writes them
 under ``prototxt/``. Each takes a ``Size`` (input side, channel divisor) for
@@ -14,8 +15,26 @@ from typing import Any, Callable
 from google.protobuf import text_format
 
 from deconvnet.common.constants import NUM_CLASSES, VOID
-from deconvnet.data.layer_params import SEG_DATA_MODULE, FCNDataParams, SegDataParams
-from deconvnet.net.architecture import DECODER_BLOCKS, FC_WIDTH, FCN_DEPLOY_SIZE, VGG_BLOCKS, Size
+from deconvnet.common.recipes import DEEPLAB_LARGEFOV, DeepLabRecipe
+from deconvnet.data.layer_params import (
+    IMAGE_CROP_MODULE,
+    SEG_DATA_MODULE,
+    FCNDataParams,
+    ImageCropParams,
+    SegDataParams,
+)
+from deconvnet.net.architecture import (
+    DECODER_BLOCKS,
+    DEEPLAB_CONV5_DILATION,
+    DEEPLAB_DEPLOY_SIZE,
+    DEEPLAB_FC6_DILATION,
+    DEEPLAB_FC_WIDTH,
+    DEEPLAB_OUTPUT_STRIDE,
+    FC_WIDTH,
+    FCN_DEPLOY_SIZE,
+    VGG_BLOCKS,
+    Size,
+)
 
 import caffe
 from caffe import layers as L
@@ -278,6 +297,92 @@ def fcn8s_train_val(train: bool, dataset: str, root: str, split: str,
     return n.to_proto()
 
 
+# --- DeepLab-LargeFOV --------------------------------------------------------
+
+# The layer names of the DeepLab authors' release (its VOC classifier is
+# fc8_voc12), so their caffemodel loads by name; fc8_interp upsamples.
+DEEPLAB_CLASSIFIER = "fc8_voc12"
+DEEPLAB_UPSAMPLE = "fc8_interp"
+
+
+def _dilated_conv_relu(bottom, num_output: int, kernel: int, dilation: int = 1):
+    conv_param: dict[str, Any] = dict(num_output=num_output, kernel_size=kernel, pad=dilation * (kernel // 2))
+    if dilation > 1:
+        conv_param["dilation"] = dilation
+    conv = L.Convolution(bottom, param=LEARNED, convolution_param=conv_param)
+    return conv, L.ReLU(conv, in_place=True)
+
+
+def _deeplab_body(n: caffe.NetSpec, size: Size, recipe: DeepLabRecipe = DEEPLAB_LARGEFOV) -> None:
+    """conv1_1 ... score on top of blob ``data``. Every max pooling is 3x3
+    with padding 1: stride 2 in blocks 1-3, stride 1 in 4 and 5, so the
+    scores are at 1/8 and fc8 cell i sits on input pixel 8i."""
+    bottom = n.data
+    for stage, convs, channels in VGG_BLOCKS:
+        dilation = DEEPLAB_CONV5_DILATION if stage == 5 else 1
+        for k in range(1, convs + 1):
+            conv, relu = _dilated_conv_relu(bottom, size.width(channels), 3, dilation)
+            setattr(n, f"conv{stage}_{k}", conv)
+            setattr(n, f"relu{stage}_{k}", relu)
+            bottom = relu
+        pool = L.Pooling(bottom, pool=P.Pooling.MAX, kernel_size=3, stride=2 if stage <= 3 else 1, pad=1)
+        setattr(n, f"pool{stage}", pool)
+        bottom = pool
+    n.fc6, n.relu6 = _dilated_conv_relu(n.pool5, size.width(DEEPLAB_FC_WIDTH), 3, DEEPLAB_FC6_DILATION)
+    n.drop6 = L.Dropout(n.relu6, dropout_ratio=0.5, in_place=True)
+    n.fc7, n.relu7 = _dilated_conv_relu(n.drop6, size.width(DEEPLAB_FC_WIDTH), 1)
+    n.drop7 = L.Dropout(n.relu7, dropout_ratio=0.5, in_place=True)
+    weights, biases = recipe.fc8_lr_mult
+    setattr(n, DEEPLAB_CLASSIFIER, L.Convolution(
+        n.drop7, param=[dict(lr_mult=weights, decay_mult=1), dict(lr_mult=biases, decay_mult=0)],
+        convolution_param=dict(num_output=NUM_CLASSES, kernel_size=1, weight_filler=_gaussian(),
+                               bias_filler=dict(type="constant", value=0))))
+    # The release's Interp layer (zoom 8, corners aligned) as a fixed
+    # Deconvolution: kernel 2x8 - 1 with padding 7 puts fc8 cell i on output
+    # pixel 8i and interpolates linearly between neighbours; surgery sets the
+    # kernel (deconvnet.net.surgery.deeplab_head). The crop keeps the input's size.
+    s = DEEPLAB_OUTPUT_STRIDE
+    setattr(n, DEEPLAB_UPSAMPLE, L.Deconvolution(
+        getattr(n, DEEPLAB_CLASSIFIER), param=[dict(lr_mult=0)], convolution_param=dict(
+            num_output=NUM_CLASSES, kernel_size=2 * s - 1, stride=s, pad=s - 1, bias_term=False,
+            weight_filler=dict(type="bilinear"))))
+    n.score = L.Crop(getattr(n, DEEPLAB_UPSAMPLE), n.data, crop_param=dict(axis=2, offset=0))
+
+
+def deeplab_deploy(size: Size = DEEPLAB_DEPLOY_SIZE) -> caffe.proto.caffe_pb2.NetParameter:
+    """Whole images of any size (tools reshape ``data``); ``score`` is at the input's size."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, size.input_size, size.input_size]))
+    _deeplab_body(n, size)
+    return n.to_proto()
+
+
+def deeplab_train_val(train: bool, voc_root: str, sbd_root: str, recipe: DeepLabRecipe = DEEPLAB_LARGEFOV,
+                      size: Size | None = None, image_set: str | None = None,
+                      data: DataFn | None = None) -> caffe.proto.caffe_pb2.NetParameter:
+    """TRAIN: random mirrored crops of ``recipe.crop_size`` from its image
+    set; TEST: VOC 2012 val padded to ``recipe.test_size``, one at a time.
+    The loss is taken on the upsampled scores (docs/DEEPLAB.md)."""
+    n = caffe.NetSpec()
+    side = recipe.crop_size if train else recipe.test_size
+    size = size or Size(side)
+    if data is None:
+        params = ImageCropParams(
+            image_set=image_set or (recipe.image_set if train else "voc:val"), voc_root=voc_root,
+            sbd_root=sbd_root if train else "", batch_size=recipe.batch_per_pass if train else 1,
+            crop_size=size.input_size, random_crop=train, mirror=train and recipe.mirror, shuffle=train,
+            seed=1337 if train else 0)
+        n.data, n.label = L.Python(ntop=2, python_param=dict(
+            module=IMAGE_CROP_MODULE, layer=ImageCropParams.LAYER, param_str=params.to_param_str()))
+    else:
+        data(n)
+    _deeplab_body(n, size, recipe)
+    n.loss = L.SoftmaxWithLoss(n.score, n.label, loss_param=dict(ignore_label=VOID))
+    if not train:
+        n.accuracy = L.Accuracy(n.score, n.label, accuracy_param=dict(ignore_label=VOID))
+    return n.to_proto()
+
+
 # --- VGG16 ------------------------------------------------------------------
 
 def vgg16_deploy(size: Size = Size()) -> caffe.proto.caffe_pb2.NetParameter:
@@ -306,26 +411,40 @@ def vgg16_deploy(size: Size = Size()) -> caffe.proto.caffe_pb2.NetParameter:
 
 
 def net_reading_from(net_file: Path, out: Path, source: Path | None = None) -> Path:
-    """A copy of a train or test net whose crop data layers read ``source``,
-    or, without it, their own ``source`` made absolute from the net file's
-    folder: the committed nets are written to be run from their folder
-    (plain ``caffe train``), the tools run them from anywhere."""
+    """A copy of a train or test net whose data layers read absolute paths:
+    the crop layers ``source`` (or their own made absolute from the net
+    file's folder), the whole-image crop layers their dataset roots. The
+    committed nets are written to be run from their folder (plain ``caffe
+    train``), the tools run them from anywhere."""
     net = caffe_pb2.NetParameter()
     text_format.Merge(net_file.read_text(), net)
+    folder = net_file.resolve().parent
+
+    def absolute(path: str) -> str:
+        return str((folder / path).resolve()) if path else path
     for layer in net.layer:
-        if layer.type == "Python" and layer.python_param.module == SEG_DATA_MODULE:
+        if layer.type != "Python":
+            continue
+        if layer.python_param.module == SEG_DATA_MODULE:
             params = SegDataParams.from_param_str(layer.python_param.param_str)
-            path = source if source is not None else net_file.resolve().parent / params.source
-            layer.python_param.param_str = replace(params, source=str(Path(path).resolve())).to_param_str()
+            path = str(Path(source).resolve()) if source is not None else absolute(params.source)
+            layer.python_param.param_str = replace(params, source=path).to_param_str()
+        elif layer.python_param.module == IMAGE_CROP_MODULE:
+            crops = ImageCropParams.from_param_str(layer.python_param.param_str)
+            layer.python_param.param_str = replace(crops, voc_root=absolute(crops.voc_root),
+                                                   sbd_root=absolute(crops.sbd_root)).to_param_str()
     out.write_text(str(net))
     return out
 
 
 def crop_batch_size(net_file: Path) -> int | None:
-    """The batch per pass of a train or test net's crop data layer, or None."""
+    """The batch per pass of a train or test net's data layer (crops or
+    whole-image crops), or None."""
     net = caffe_pb2.NetParameter()
     text_format.Merge(net_file.read_text(), net)
     for layer in net.layer:
         if layer.type == "Python" and layer.python_param.module == SEG_DATA_MODULE:
             return SegDataParams.from_param_str(layer.python_param.param_str).batch_size
+        if layer.type == "Python" and layer.python_param.module == IMAGE_CROP_MODULE:
+            return ImageCropParams.from_param_str(layer.python_param.param_str).batch_size
     return None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import PROTOTXT, ROOT
-from deconvnet.common.recipes import RELEASE, Recipe
+from deconvnet.common.recipes import DEEPLAB_LARGEFOV, RELEASE, DeepLabRecipe, Recipe
 from deconvnet.net import nets, solvers
 from deconvnet.net.architecture import Size
 
@@ -89,6 +89,15 @@ def generate() -> dict[str, str]:
     files["fcn8s_solver.prototxt"] = _text(
         solvers.fcn8s_solver("fcn8s_train.prototxt", "fcn8s_val.prototxt", f"{paths.runs}/fcn8s/fcn8s"),
         "solvers")
+    files["deeplab_largefov_deploy.prototxt"] = _text(nets.deeplab_deploy(), "nets", "DeepLab-LargeFOV")
+    files["deeplab_largefov_train.prototxt"] = _text(
+        nets.deeplab_train_val(True, paths.voc_root, paths.sbd_root), "nets", "DeepLab-LargeFOV_train")
+    files["deeplab_largefov_val.prototxt"] = _text(
+        nets.deeplab_train_val(False, paths.voc_root, paths.sbd_root), "nets", "DeepLab-LargeFOV_val")
+    files["deeplab_largefov_solver.prototxt"] = _text(
+        solvers.deeplab_solver("deeplab_largefov_train.prototxt", "deeplab_largefov_val.prototxt",
+                               f"{paths.runs}/deeplab_largefov/deeplab_largefov"),
+        "solvers", note=f"# Recipe {DEEPLAB_LARGEFOV.name!r} (deconvnet/common/recipes.py; docs/DEEPLAB.md).\n")
     files["vgg16_deploy.prototxt"] = _text(nets.vgg16_deploy(), "nets", "VGG_ILSVRC_16_layers")
     # The GPU kit's (scripts/gpu_kit.sh): no dataset and no Python layers.
     files["benchmark_train_b8.prototxt"] = _text(
@@ -137,5 +146,24 @@ def write_reduced_stage(folder: Path, stage: int, train_db: Path, test_db: Path,
                                       f"snapshots/stage{stage}", schedule, gpu=False)
     (folder / "snapshots").mkdir(exist_ok=True)
     path = folder / f"stage{stage}_solver.prototxt"
+    path.write_text(str(solver))
+    return path
+
+
+def write_reduced_deeplab(folder: Path, voc_root: Path, sbd_root: Path, size: Size, test_size: int,
+                          recipe: DeepLabRecipe = DEEPLAB_LARGEFOV, val_set: str = "voc:val") -> Path:
+    """DeepLab-LargeFOV train/val nets of a reduced width (crops of
+    ``size.input_size``, val images padded to ``test_size``) and a CPU
+    solver, for the demo and tests; returns the solver's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reduced = replace(recipe, crop_size=size.input_size, test_size=test_size)
+    for split, train in (("train", True), ("val", False)):
+        side = size.input_size if train else test_size
+        net = nets.deeplab_train_val(train, str(voc_root.resolve()), str(sbd_root.resolve()), reduced,
+                                     size=Size(side, size.width_divisor), image_set=None if train else val_set)
+        (folder / f"deeplab_{split}.prototxt").write_text(str(net))
+    solver = solvers.deeplab_solver("deeplab_train.prototxt", "deeplab_val.prototxt", "snapshots/deeplab",
+                                    reduced, gpu=False)
+    path = folder / "deeplab_solver.prototxt"
     path.write_text(str(solver))
     return path

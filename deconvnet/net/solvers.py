@@ -1,4 +1,5 @@
-"""Solver definitions for the two DeconvNet training stages and FCN-8s.
+"""Solver definitions for the two DeconvNet training stages, FCN-8s and
+DeepLab-LargeFOV.
 
 Paths inside are relative to the folder the solvers live in (``prototxt/``),
 from which ``caffe train -solver stage1_solver.prototxt`` is run.
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from deconvnet.common.recipes import PAPER_WEIGHT_DECAY, RELEASE, Recipe
+from deconvnet.common.recipes import DEEPLAB_LARGEFOV, PAPER_WEIGHT_DECAY, RELEASE, DeepLabRecipe, Recipe
 
 from caffe.proto import caffe_pb2
 
@@ -30,6 +31,11 @@ class Schedule:
     display: int = 20
 
 
+# Whole-image solvers (FCN-8s, DeepLab) leave validation to the tools: the
+# test net is the 1,449 VOC 2012 val images, never run by the solver.
+VOC_VAL_IMAGES = 1449
+SCORED_BY_TOOLS = 999999999
+
 STAGE1 = Schedule(max_iter=20000, stepsize=9000)
 STAGE2 = Schedule(max_iter=40000, stepsize=10000)
 
@@ -51,28 +57,25 @@ def stage_schedule(stage: int, recipe: Recipe = RELEASE) -> Schedule:
                    weight_decay=recipe.solver_weight_decay(recipe.iter_size))
 
 
-def deconvnet_solver(train_net: str, test_net: str, snapshot_prefix: str,
-                     schedule: Schedule, gpu: bool = True) -> caffe_pb2.SolverParameter:
-    s = caffe_pb2.SolverParameter()
-    s.train_net = train_net
+def _solver(train_net: str, test_net: str, test_iter: int, test_interval: int, snapshot_prefix: str,
+            display: int, gpu: bool = True, **fields: float | int | str) -> caffe_pb2.SolverParameter:
+    """A solver with one train net and one test net; ``fields`` the rest
+    (rate, schedule, momentum, decay, iter_size, snapshot)."""
+    s = caffe_pb2.SolverParameter(train_net=train_net, test_interval=test_interval, test_initialization=False,
+                                  display=display, average_loss=display, snapshot_prefix=snapshot_prefix,
+                                  **fields)
     s.test_net.append(test_net)
-    s.test_iter.append(schedule.test_iter)
-    s.test_interval = schedule.test_interval
-    s.test_initialization = False
-    s.base_lr = schedule.base_lr
-    s.lr_policy = "step"
-    s.gamma = schedule.gamma
-    s.stepsize = schedule.stepsize
-    s.max_iter = schedule.max_iter
-    s.momentum = schedule.momentum
-    s.weight_decay = schedule.weight_decay
-    s.iter_size = schedule.iter_size
-    s.display = schedule.display
-    s.average_loss = schedule.display
-    s.snapshot = schedule.snapshot
-    s.snapshot_prefix = snapshot_prefix
+    s.test_iter.append(test_iter)
     s.solver_mode = caffe_pb2.SolverParameter.GPU if gpu else caffe_pb2.SolverParameter.CPU
     return s
+
+
+def deconvnet_solver(train_net: str, test_net: str, snapshot_prefix: str,
+                     schedule: Schedule, gpu: bool = True) -> caffe_pb2.SolverParameter:
+    return _solver(train_net, test_net, schedule.test_iter, schedule.test_interval, snapshot_prefix,
+                   schedule.display, gpu, base_lr=schedule.base_lr, lr_policy="step", gamma=schedule.gamma,
+                   stepsize=schedule.stepsize, max_iter=schedule.max_iter, momentum=schedule.momentum,
+                   weight_decay=schedule.weight_decay, iter_size=schedule.iter_size, snapshot=schedule.snapshot)
 
 
 def benchmark_solver(train_net: str, max_iter: int = 20) -> caffe_pb2.SolverParameter:
@@ -92,22 +95,17 @@ def benchmark_solver(train_net: str, max_iter: int = 20) -> caffe_pb2.SolverPara
 
 def fcn8s_solver(train_net: str, test_net: str, snapshot_prefix: str) -> caffe_pb2.SolverParameter:
     """FCN-8s' released settings: unnormalised loss, so a tiny fixed rate
-    with high momentum."""
-    s = caffe_pb2.SolverParameter()
-    s.train_net = train_net
-    s.test_net.append(test_net)
-    s.test_iter.append(1449)  # VOC 2012 val
-    s.test_interval = 999999999  # scored by tools, not by the solver
-    s.test_initialization = False
-    s.base_lr = 1e-14
-    s.lr_policy = "fixed"
-    s.momentum = 0.99
-    s.weight_decay = 0.0005
-    s.iter_size = 1
-    s.max_iter = 100000
-    s.display = 20
-    s.average_loss = 20
-    s.snapshot = 4000
-    s.snapshot_prefix = snapshot_prefix
-    s.solver_mode = caffe_pb2.SolverParameter.GPU
-    return s
+    with high momentum. Val (VOC 2012, 1,449 images) is scored by tools."""
+    return _solver(train_net, test_net, VOC_VAL_IMAGES, SCORED_BY_TOOLS, snapshot_prefix, 20,
+                   base_lr=1e-14, lr_policy="fixed", momentum=0.99, weight_decay=0.0005, iter_size=1,
+                   max_iter=100000, snapshot=4000)
+
+
+def deeplab_solver(train_net: str, test_net: str, snapshot_prefix: str,
+                   recipe: DeepLabRecipe = DEEPLAB_LARGEFOV, gpu: bool = True) -> caffe_pb2.SolverParameter:
+    """DeepLab-LargeFOV's released schedule: a step every 2,000 of 6,000
+    updates of 20 images; val is scored by tools."""
+    return _solver(train_net, test_net, VOC_VAL_IMAGES, SCORED_BY_TOOLS, snapshot_prefix, 10, gpu,
+                   base_lr=recipe.base_lr, lr_policy="step", gamma=recipe.gamma, stepsize=recipe.stepsize,
+                   max_iter=recipe.max_iter, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                   iter_size=recipe.iter_size, snapshot=2000)

@@ -1,4 +1,5 @@
-"""Weight surgery: DeconvNet and FCN-8s starting weights from VGG16.
+"""Weight surgery: DeconvNet, FCN-8s and DeepLab-LargeFOV starting weights
+from VGG16.
 
 The VGG16 caffemodel is first checked with protobuf alone (Caffe's own loader
 aborts the process on bad input), then loaded through Caffe with the VGG16
@@ -16,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from deconvnet.common.atomic import save_net
 from deconvnet.net.architecture import VGG_BLOCKS
+from deconvnet.net.nets import DEEPLAB_UPSAMPLE
 
 import caffe
 from caffe.proto import caffe_pb2
@@ -26,6 +28,13 @@ VGG_CONVS = [f"conv{stage}_{k}" for stage, convs, _ in VGG_BLOCKS for k in range
 FC_LAYERS = ("fc6", "fc7")
 FCN_UPSAMPLE = ("upscore2", "upscore_pool4", "upscore8")
 FCN_SCORES = ("score_fr", "score_pool4", "score_pool3")
+NETS = ("deconvnet", "fcn8s", "deeplab-largefov")
+# DeepLab-LargeFOV keeps every 4th of VGG16's 4096 fc6/fc7 filters (and
+# fc7's inputs) and every 3rd tap of fc6's 7x7 kernel (taps 0, 3, 6): the
+# DeepLab authors' init model.
+DEEPLAB_FILTER_STEP = 4
+DEEPLAB_TAP_STEP = 3
+VGG_FC6_SIDE = 7
 
 
 class SurgeryError(Exception):
@@ -63,21 +72,26 @@ def _squeeze_legacy(shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-def required_vgg_shapes(target: caffe.Net) -> dict[str, list[tuple[int, ...]]]:
+def required_vgg_shapes(target: caffe.Net, net: str = "deconvnet") -> dict[str, list[tuple[int, ...]]]:
     """The VGG16 blob shapes the target's encoder needs, as Caffe loads them."""
     needed: dict[str, list[tuple[int, ...]]] = {}
     for name in VGG_CONVS:
         needed[name] = [p.data.shape for p in target.params[name]]
     for name in FC_LAYERS:
         weight, bias = target.params[name]
-        out_ch = weight.data.shape[0]
-        needed[name] = [(out_ch, int(np.prod(weight.data.shape[1:]))), bias.data.shape]
+        out_ch, in_ch = weight.data.shape[:2]
+        if net == "deeplab-largefov":
+            inputs = in_ch * VGG_FC6_SIDE ** 2 if name == "fc6" else in_ch * DEEPLAB_FILTER_STEP
+            needed[name] = [(out_ch * DEEPLAB_FILTER_STEP, inputs), (out_ch * DEEPLAB_FILTER_STEP,)]
+        else:
+            needed[name] = [(out_ch, int(np.prod(weight.data.shape[1:]))), bias.data.shape]
     return needed
 
 
-def check_vgg_model(path: Path, have: dict[str, list[tuple[int, ...]]], target: caffe.Net) -> None:
+def check_vgg_model(path: Path, have: dict[str, list[tuple[int, ...]]], target: caffe.Net,
+                    net: str = "deconvnet") -> None:
     """Raises SurgeryError listing every missing layer and wrong shape."""
-    needed = required_vgg_shapes(target)
+    needed = required_vgg_shapes(target, net)
     missing = [name for name in needed if name not in have]
     wrong = []
     for name, shapes in needed.items():
@@ -120,11 +134,26 @@ def load_vgg(prototxt: Path, model: Path, have: dict[str, list[tuple[int, ...]]]
     return net
 
 
-def transplant_encoder(vgg: caffe.Net, target: caffe.Net) -> None:
-    """conv1_1 ... conv5_3 as they are; fc6/fc7 reshaped into convolutions."""
-    for name in VGG_CONVS + list(FC_LAYERS):
+def transplant_encoder(vgg: caffe.Net, target: caffe.Net, fc: bool = True) -> None:
+    """conv1_1 ... conv5_3 as they are; fc6/fc7 reshaped into convolutions
+    (unless ``fc`` is false)."""
+    for name in VGG_CONVS + (list(FC_LAYERS) if fc else []):
         for src, dst in zip(vgg.params[name], target.params[name], strict=True):
             dst.data[...] = src.data.reshape(dst.data.shape)
+
+
+def subsample_fc(vgg: caffe.Net, target: caffe.Net) -> None:
+    """DeepLab-LargeFOV's fc6 (3x3, 1/4 of the filters) and fc7 (1/4 of
+    the filters and inputs) taken from VGG16's fully connected layers."""
+    step, tap = DEEPLAB_FILTER_STEP, DEEPLAB_TAP_STEP
+    weight6, bias6 = (p.data for p in vgg.params["fc6"])
+    in6 = target.params["fc6"][0].data.shape[1]
+    fc6 = weight6.reshape(weight6.shape[0], in6, VGG_FC6_SIDE, VGG_FC6_SIDE)[::step, :, ::tap, ::tap]
+    target.params["fc6"][0].data[...] = fc6
+    target.params["fc6"][1].data[...] = bias6[::step]
+    weight7, bias7 = (p.data for p in vgg.params["fc7"])
+    target.params["fc7"][0].data[...] = weight7[::step, ::step].reshape(target.params["fc7"][0].data.shape)
+    target.params["fc7"][1].data[...] = bias7[::step]
 
 
 def identity_batchnorm(target: caffe.Net) -> None:
@@ -150,15 +179,20 @@ def bilinear_kernel(size: int) -> np.ndarray:
     return (1 - abs(og[0] - center) / factor) * (1 - abs(og[1] - center) / factor)
 
 
-def fcn_heads(target: caffe.Net) -> None:
-    """Per-class bilinear upsampling and zero-initialised score layers."""
-    for name in FCN_UPSAMPLE:
+def bilinear_upsampling(target: caffe.Net, names: tuple[str, ...]) -> None:
+    """Each class's bilinear kernel on the diagonal of these Deconvolutions."""
+    for name in names:
         weight = target.params[name][0].data
         out_ch, in_ch, kh, kw = weight.shape
         if out_ch != in_ch or kh != kw:
             raise SurgeryError(f"{name}: expected a square per-class kernel, got {weight.shape}")
         weight[...] = 0
         weight[range(out_ch), range(in_ch)] = bilinear_kernel(kh)
+
+
+def fcn_heads(target: caffe.Net) -> None:
+    """Per-class bilinear upsampling and zero-initialised score layers."""
+    bilinear_upsampling(target, FCN_UPSAMPLE)
     for name in FCN_SCORES:
         for p in target.params[name]:
             p.data[...] = 0
@@ -166,26 +200,30 @@ def fcn_heads(target: caffe.Net) -> None:
 
 def build_init_model(net: str, target_prototxt: Path, vgg_model: Path, vgg_prototxt: Path,
                      out: Path, seed: int = 0) -> Path:
-    """Writes ``out``: the target net's starting weights. ``net`` is
-    "deconvnet" or "fcn8s"."""
-    if net not in ("deconvnet", "fcn8s"):
-        raise SurgeryError(f"unknown net '{net}' (deconvnet or fcn8s)")
+    """Writes ``out``: the target net's starting weights. ``net`` is one
+    of NETS. New layers keep their prototxt fillers, seeded by ``seed``."""
+    if net not in NETS:
+        raise SurgeryError(f"unknown net '{net}' ({', '.join(NETS)})")
     check_prototxt(target_prototxt, "the target net's prototxt")
     have = read_blob_shapes(vgg_model)
-    caffe.set_random_seed(seed)  # the decoder's Gaussian fillers
+    caffe.set_random_seed(seed)  # the decoder's (DeepLab: fc8's) Gaussian fillers
     target = caffe.Net(str(target_prototxt), caffe.TEST)
     missing = [name for name in VGG_CONVS + list(FC_LAYERS) if name not in target.params]
     if missing:
         raise SurgeryError(f"{target_prototxt} lacks the VGG16 layers {', '.join(missing)}")
-    check_vgg_model(vgg_model, have, target)
+    check_vgg_model(vgg_model, have, target, net)
     vgg = load_vgg(vgg_prototxt, vgg_model, have)
     LOG.info("transplanting VGG16 %s into %s", vgg_model, target_prototxt)
-    transplant_encoder(vgg, target)
+    transplant_encoder(vgg, target, fc=net != "deeplab-largefov")
+    if net == "deeplab-largefov":
+        subsample_fc(vgg, target)
     del vgg
     if net == "deconvnet":
         identity_batchnorm(target)
-    else:
+    elif net == "fcn8s":
         fcn_heads(target)
+    else:
+        bilinear_upsampling(target, (DEEPLAB_UPSAMPLE,))
     save_net(target, out)
     LOG.info("wrote %s (%.1f MiB)", out, out.stat().st_size / 2**20)
     return out

@@ -229,11 +229,13 @@ def intact_snapshot(run_dir: Path, net: caffe.Net) -> tuple[int, Path] | None:
 
 
 def validate(net: caffe.Net, batches: int) -> dict:
-    """mIoU and pixel accuracy of ``net`` over ``batches`` forward passes."""
+    """mIoU and pixel accuracy of ``net`` over ``batches`` forward passes
+    (DeconvNet's scores are ``seg_score``, DeepLab-LargeFOV's ``score``)."""
     cm = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    blob = "seg_score" if "seg_score" in net.blobs else "score"
     for _ in range(batches):
         net.forward()
-        pred = net.blobs["seg_score"].data.argmax(axis=1)
+        pred = net.blobs[blob].data.argmax(axis=1)
         cm += confusion(net.blobs["label"].data[:, 0].astype(np.int64), pred)
     s = scores(cm, batches)
     return dict(mean_iou=s.mean_iou, pixel_accuracy=s.pixel_accuracy)
