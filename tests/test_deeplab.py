@@ -353,12 +353,12 @@ def test_train_deeplab_trains_validates_and_snapshots(caffe, tmp_path):
     from deconvnet.common.recipes import DEEPLAB_LARGEFOV
     from deconvnet.net import nets
     from deconvnet.net.architecture import Size
-    from deconvnet.net.prototxt import write_reduced_deeplab
+    from deconvnet.net.prototxt import write_reduced_peer
 
     voc, sbd = synthetic_roots(tmp_path / "data", num_images=12, seed=5)
     size = Size(65, 16)
     recipe = replace(DEEPLAB_LARGEFOV, batch_size=4, batch_per_pass=2, max_iter=4, stepsize=2, base_lr=1e-3)
-    solver = write_reduced_deeplab(tmp_path / "nets", voc, sbd, size, test_size=257, recipe=recipe)
+    solver = write_reduced_peer(tmp_path / "nets", "deeplab-largefov", voc, sbd, size, test_size=257, recipe=recipe)
     vgg_proto = write(tmp_path / "vgg.prototxt", str(nets.vgg16_deploy(Size(224, 16))))
     vgg = caffe.Net(str(vgg_proto), caffe.TEST)
     rng = np.random.default_rng(0)

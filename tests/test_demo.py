@@ -17,8 +17,8 @@ from helpers import voc_mean_iou_by_hand as voc_mean_iou
 @pytest.mark.slow
 def test_quick_demo(tmp_path):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--quick", "--with-deeplab",
+                             "--with-fcn8s", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"report: {out / 'report.md'}" in result.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -36,6 +36,18 @@ def test_quick_demo(tmp_path):
     assert folding["label_agreement"] >= 0.999
     assert all(s > 0 for s in folding["forward_s_per_image"].values())
     assert "## Folded BatchNorm" in report and (out / "models" / "deconvnet_folded.caffemodel").exists()
+    # --with-deeplab --with-fcn8s: both peers trained, every ensemble scored with and without the CRF.
+    rows = summary["ensembles"]
+    assert [r["variant"] for r in rows] == [
+        "DeconvNet", "FCN-8s", "DeepLab-LargeFOV", "DeconvNet + FCN-8s (mean)", "DeconvNet + FCN-8s (product)",
+        "DeconvNet + DeepLab-LargeFOV (mean)", "FCN-8s + DeepLab-LargeFOV (mean)",
+        "DeconvNet + FCN-8s + DeepLab-LargeFOV (mean)"]
+    assert all(0 <= r["mean_iou"] <= 1 and 0 <= r["crf_mean_iou"] <= 1 for r in rows)
+    # The demo's own DeconvNet labels (with the CRF) are the table's DeconvNet row with the CRF.
+    assert rows[0]["crf_mean_iou"] == pytest.approx(summary["mean_iou"], abs=1e-6)
+    assert "## DeconvNet and its peers" in report and "| DeepLab-LargeFOV |" in report
+    for net in ("deeplab-largefov", "fcn8s"):
+        assert (out / "peers" / net / "run" / "log.jsonl").exists()
 
 
 @pytest.mark.slow

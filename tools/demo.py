@@ -7,6 +7,11 @@ a reduced network, on CPU, in minutes:
   -> training stage 1 then stage 2 -> BatchNorm statistics -> inference with
   proposals, aggregation and CRF on the val images -> comp6 scoring.
 
+--with-deeplab also trains a reduced DeepLab-LargeFOV (docs/DEEPLAB.md) on
+crops of the same images, --with-fcn8s a reduced FCN-8s, and the report
+compares each net alone, every pair and the triple (mean of probabilities;
+the release's product for DeconvNet + FCN-8s), with and without the CRF.
+
 Writes a run folder with report.md, plots, overlays and the Figure 6 panel,
 and prints where it is. --quick is a tiny run for tests; the other flags
 override single settings of the run (of --quick's, with --quick)."""
@@ -23,17 +28,19 @@ from pathlib import Path
 import numpy as np
 
 from deconvnet.common.cli import ROOT, add_options, given_options, option, run_tool, setup_logging
-from deconvnet.common.constants import TEST_PROPOSALS
+from deconvnet.common.constants import NUM_CLASSES, TEST_PROPOSALS
 from deconvnet.common.recipes import RELEASE
 from deconvnet.data.build_crops import BuildConfig, build
 from deconvnet.data.proposals import EdgeBoxParams, ProposalCache, resolve_edges
 from deconvnet.data.synthetic import SyntheticSpec, write_dataset
 from deconvnet.data.voc import VOCReader
-from deconvnet.eval.scoring import evaluate_dirs, score_table
+from deconvnet.eval.scoring import confusion, evaluate_dirs, score_table
+from deconvnet.eval.scoring import scores as score_matrix
 from deconvnet.infer.aggregation import paste_and_aggregate, proposal_batch, select_boxes
 from deconvnet.infer.crf import CRFParams
+from deconvnet.infer.ensembles import title, variant_labels, variants
 from deconvnet.infer.figures import figure6
-from deconvnet.infer.models import DeconvNetModel
+from deconvnet.infer.models import MEMBER_TITLES, DeconvNetModel, WholeImageModel
 from deconvnet.infer.outputs import overlay, write_labels, write_png
 from deconvnet.infer.pipeline import Pipeline
 from deconvnet.net import nets
@@ -44,6 +51,7 @@ from deconvnet.net.prototxt import write_reduced_stage
 from deconvnet.net.solvers import Schedule
 from deconvnet.net.surgery import build_init_model
 from deconvnet.train.plots import parse_jsonl, plot
+from deconvnet.train.reduced import PeerSchedule, random_vgg16, train_peer
 from deconvnet.train.trainer import StageConfig, Trainer, validate
 
 import caffe
@@ -65,6 +73,21 @@ class DemoConfig:
     val_batches: int = option(10, help="batches per validation")
     bn_batches: int = option(50, help="batches of the BatchNorm statistics")
     overlays: int = option(6, help="val images drawn as overlays")
+    with_deeplab: bool = option(False, help="also train a reduced DeepLab-LargeFOV and compare (about 5 more "
+                                            "minutes on 2 cores)")
+    with_fcn8s: bool = option(False, help="also train a reduced FCN-8s and compare")
+    peer_crop: int = option(161, help="training crop side of DeepLab-LargeFOV and FCN-8s")
+    peer_batch: int = option(4, help="their crops per update")
+    peer_iters: int = option(1500, help="their updates")
+    # Its fc6 and fc7 start random here (pretrained in the real recipe): 0.001 is too slow for
+    # them, 0.01 collapses to all background.
+    deeplab_lr: float = option(0.005, help="DeepLab-LargeFOV's base learning rate (x0.1 at 70%%)")
+    fcn8s_lr: float = option(0.001, help="FCN-8s's base learning rate (x0.1 at 70%%): its skip layers "
+                                         "diverge at DeepLab's")
+
+    @property
+    def peers(self) -> list[str]:
+        return [n for n, on in (("deeplab-largefov", self.with_deeplab), ("fcn8s", self.with_fcn8s)) if on]
 
     @property
     def size(self) -> Size:
@@ -72,23 +95,9 @@ class DemoConfig:
 
 
 QUICK = DemoConfig(images=24, stage1_iters=40, stage2_iters=40, val_interval=20, val_batches=2,
-                   bn_batches=4, overlays=2)
-
-
-def random_vgg16(size: Size, folder: Path, seed: int) -> tuple[Path, Path]:
-    """A VGG16 of the reduced size with random weights, saved by pycaffe."""
-    prototxt = folder / "vgg16_reduced.prototxt"
-    prototxt.write_text(str(nets.vgg16_deploy(size)))
-    net = caffe.Net(str(prototxt), caffe.TEST)
-    rng = np.random.default_rng(seed)
-    for params in net.params.values():
-        weight = params[0].data
-        fan_in = int(np.prod(weight.shape[1:]))
-        weight[...] = rng.normal(0, np.sqrt(2.0 / fan_in), weight.shape)  # He init
-        params[1].data[...] = 0
-    model = folder / "vgg16_reduced_random.caffemodel"
-    net.save(str(model))
-    return prototxt, model
+                   bn_batches=4, overlays=2, peer_crop=65, peer_iters=10)
+# The synthetic images' largest side is 256: the peers' val nets pad to this.
+PEER_TEST_SIZE = 257
 
 
 def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
@@ -202,15 +211,50 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
     baseline, _ = evaluate_dirs(voc / "SegmentationClass", background, val_ids)
     step("evaluation", t0)
 
+    peers = None
+    if config.peers:
+        t0 = time.time()
+        members = []
+        for net in config.peers:
+            schedule = PeerSchedule(crop=config.peer_crop, batch=config.peer_batch, iters=config.peer_iters,
+                                    base_lr=config.deeplab_lr if net == "deeplab-largefov" else config.fcn8s_lr,
+                                    width_divisor=config.width_divisor,
+                                    test_size=PEER_TEST_SIZE, seed=config.seed)
+            # The trained DeconvNet's encoder stands in for the ImageNet VGG16 the real peers start from.
+            peer_deploy, peer_weights = train_peer(net, out / "peers" / net, voc, sbd, schedule,
+                                                   (folded_deploy, folded_weights), progress=sys.stderr.isatty())
+            members.append(WholeImageModel(peer_deploy, peer_weights, name=net))
+        step("training " + " and ".join(MEMBER_TITLES[n] for n in config.peers), t0)
+        t0 = time.time()
+        peers = ensemble_table(replace(pipeline, members=tuple(members), crf=None), reader, val_ids, proposals)
+        step("ensembles", t0)
+
     plots = plot({f"stage{s}": parse_jsonl(out / "runs" / f"stage{s}" / "log.jsonl") for s in (1, 2)},
                  out / "plots")
     total = time.time() - started
     summary = dict(mean_iou=scores["mean_iou"], all_background_mean_iou=baseline.mean_iou,
                    pixel_accuracy=scores["pixel_accuracy"], val_images=len(val_ids), seconds=total,
-                   crops_validation=crops_val, folding=folding, timings=timings, config=config.__dict__)
+                   crops_validation=crops_val, folding=folding, timings=timings, config=config.__dict__,
+                   ensembles=peers)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out, summary, table, plots, solvers)
     return summary
+
+
+def ensemble_table(pipeline: Pipeline, reader: VOCReader, ids: list[str], proposals: ProposalCache) -> list[dict]:
+    """Mean IoU of every variant (deconvnet.infer.ensembles) over ``ids``,
+    without and with the CRF; each net's scores computed once per image."""
+    found = variants(["deconvnet", *(m.name for m in pipeline.members)])
+    matrices = {(v, crf): np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64) for v in found for crf in (False, True)}
+    for image_id in ids:
+        image = reader.image(image_id)
+        truth = reader.class_map(image_id)
+        scores = pipeline.net_scores(image, proposals.get(image_id, image)[0])
+        for (variant, crf), matrix in matrices.items():
+            matrix += confusion(truth, variant_labels(image, scores, variant, crf))
+    return [dict(variant=title(v), nets=list(v[0]), rule=v[1],
+                 mean_iou=score_matrix(matrices[v, False], len(ids)).mean_iou,
+                 crf_mean_iou=score_matrix(matrices[v, True], len(ids)).mean_iou) for v in found]
 
 
 def compare_folded(unfolded: DeconvNetModel, folded: DeconvNetModel, reader: VOCReader, ids: list[str],
@@ -279,6 +323,19 @@ def write_report(out: Path, summary: dict, table: str, plots: list[Path], solver
               f"| unfolded | {per_image['unfolded']:.3f} |", f"| folded | {per_image['folded']:.3f} |", "",
               f"Folded is {fold['speedup']:.2f}x as fast; the aggregated labels agree on "
               f"{fold['label_agreement'] * 100:.3f}% of the pixels."]
+    if summary.get("ensembles"):
+        lines += ["", "## DeconvNet and its peers", "",
+                  "Reduced DeepLab-LargeFOV and FCN-8s, their conv1_1 .. conv5_3 from the trained DeconvNet "
+                  "(its BatchNorm folded in: the demo's stand-in for ImageNet features) and fc6/fc7 random, "
+                  "trained on random crops of "
+                  f"{summary['config']['peer_crop']} px of the same images ({summary['config']['peer_iters']} "
+                  f"updates of {summary['config']['peer_batch']}), each alone and in every ensemble (mean of "
+                  "probabilities; the release's product for DeconvNet + FCN-8s); the CRF with DeepLab's own "
+                  "settings for DeepLab alone, DeconvNet's otherwise. Mean IoU on the val images:", "",
+                  "| nets | mean IoU | with CRF |", "|---|---|---|",
+                  f"| all background | {summary['all_background_mean_iou'] * 100:.1f}% | |"]
+        lines += [f"| {row['variant']} | {row['mean_iou'] * 100:.1f}% | {row['crf_mean_iou'] * 100:.1f}% |"
+                  for row in summary["ensembles"]]
     lines += ["", "## Training", ""]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
     lines += ["", "Solvers: " + ", ".join(f"[stage {s}](prototxt/{p.name})" for s, p in solvers.items()),
@@ -303,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = run(out, config)
     print(f"mean IoU {summary['mean_iou'] * 100:.1f}% (all-background baseline "
           f"{summary['all_background_mean_iou'] * 100:.1f}%) in {summary['seconds'] / 60:.1f} min")
+    for row in summary["ensembles"] or []:
+        print(f"  {row['variant']}: mean IoU {row['mean_iou'] * 100:.1f}%, with CRF {row['crf_mean_iou'] * 100:.1f}%")
     print(f"report: {out / 'report.md'}")
     return 0
 

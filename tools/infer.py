@@ -21,6 +21,16 @@ the paper and the authors' release disagree on; single flags override it:
   --edges        both: structured (models/sed_model.yml.gz, or --edge-model;
                  gradient edges with a warning when missing)
 
+Ensembles of any of DeconvNet, FCN-8s and DeepLab-LargeFOV (docs/DEEPLAB.md):
+--ensemble-member NET WEIGHTS, once per net (deconvnet, fcn8s, deeplab-largefov;
+--weights and --fcn-weights are the same as naming deconvnet and fcn8s).
+The nets' probabilities are averaged (the paper's rule); the release's
+product rule is defined for DeconvNet + FCN-8s only, and the recipe's rule
+applies to that pair alone. One net alone is that net's segmentation
+(DeepLab-LargeFOV or FCN-8s: whole image, upsampled scores, softmax). The
+CRF's settings default to DeepLab-LargeFOV's own for DeepLab alone and to
+DeconvNet's otherwise; --crf-* flags override them.
+
 The settings used (recipe, edges, models) are written to <out>/run.json; a
 later run into the same --out with other settings is refused (--overwrite
 redoes the folder with the new ones), and so is a shard of another image
@@ -51,7 +61,7 @@ import json
 import logging
 import signal
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -62,8 +72,8 @@ from deconvnet.common.cli import (
     add_options,
     check_output_folder,
     cli_fields,
+    given_options,
     non_negative_int,
-    options_from_args,
     positive_int,
     refuse_ineffective,
     run_tool,
@@ -75,10 +85,17 @@ from deconvnet.common.sharding import add_shard_option, shard_from_env
 from deconvnet.data.proposals import EdgeBoxParams, EdgeModelError, ProposalCache, edges_record, resolve_edges
 from deconvnet.data.voc import read_split
 from deconvnet.infer import run_record
-from deconvnet.infer.crf import CRFParams
-from deconvnet.infer.models import FCN_DEPLOY, DeconvNetModel, FCNModel, WeightsMismatch
+from deconvnet.infer.crf import DECONVNET_CRF, MODEL_CRF, CRFParams
+from deconvnet.infer.models import (
+    DEEPLAB_DEPLOY,
+    FCN_DEPLOY,
+    MEMBERS,
+    DeconvNetModel,
+    WeightsMismatch,
+    WholeImageModel,
+)
 from deconvnet.infer.outputs import OutputOptions, submission_archive
-from deconvnet.infer.pipeline import Pipeline
+from deconvnet.infer.pipeline import PRODUCT_PAIR, Pipeline
 from deconvnet.infer.pipelined import PipelinedRun, RunReport, WorkerFailed, describe_bound, queue_bytes, run_serial
 
 BATCH_HELP = (
@@ -161,13 +178,51 @@ def _distinct_id(stem: str, path: Path, group: list[Path]) -> str:
 def ineffective_rules(args, recipe) -> list[tuple[tuple[str, ...], bool, str]]:
     """Flags that would be accepted and ignored (deconvnet.common.cli.refuse_ineffective)."""
     crf_flags = tuple(f"crf_{f.name}" for f in cli_fields(CRFParams))
+    members = ensemble_members(args)
     return [
         (crf_flags, not args.crf, "without --crf (the CRF does not run)"),
-        (("ensemble", "fcn_variant", "fcn_model"), args.fcn_weights is None,
+        (("ensemble",), len(members) < 2, "without --fcn-weights or a second --ensemble-member (no ensemble runs)"),
+        (("fcn_variant", "fcn_model"), "fcn8s" not in members,
          "without --fcn-weights (the FCN-8s ensemble does not run)"),
+        (("deeplab_model",), "deeplab-largefov" not in members, "without DeepLab-LargeFOV among the nets"),
+        (("model",), "deconvnet" not in members, "without DeconvNet among the nets (--weights)"),
         (("edge_model",), recipe.edges == "gradient", "with gradient edges (--edges gradient)"),
         (("box_side_of",), recipe.min_box_side == 0, "when no minimum box side is set (--min-box-side 0)"),
     ]
+
+
+def ensemble_members(args) -> dict[str, Path]:
+    """The nets of this run and their weights, in the order DeconvNet,
+    FCN-8s, DeepLab-LargeFOV; ValueError for an unknown or repeated net."""
+    given: list[tuple[str, Path]] = []
+    if args.weights is not None:
+        given.append(("deconvnet", args.weights))
+    if args.fcn_weights is not None:
+        given.append(("fcn8s", args.fcn_weights))
+    given += [(name, Path(weights)) for name, weights in args.ensemble_member or []]
+    found: dict[str, Path] = {}
+    for name, weights in given:
+        if name not in MEMBERS:
+            raise ValueError(f"--ensemble-member {name}: the nets are {', '.join(MEMBERS)}")
+        if name in found:
+            raise ValueError(f"{name} given twice ({found[name]} and {weights}; --weights is deconvnet's, "
+                             "--fcn-weights fcn8s's): one set of weights per net")
+        found[name] = weights
+    return {name: found[name] for name in MEMBERS if name in found}
+
+
+def ensemble_rule(members: dict[str, Path], recipe_rule: str, typed: bool) -> str | None:
+    """The rule combining ``members`` (None for one net): the recipe's for
+    DeconvNet + FCN-8s, the mean otherwise; ValueError for a product
+    asked of other nets."""
+    if len(members) < 2:
+        return None
+    if set(members) == PRODUCT_PAIR:
+        return recipe_rule
+    if typed and recipe_rule == "product":
+        raise ValueError(f"--ensemble product is the release's DeconvNet x FCN-8s rule, not defined for "
+                         f"{' + '.join(members)}: use --ensemble mean (the paper's)")
+    return "mean"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=PROTOTXT / "deconvnet_deploy.prototxt",
                    help="deploy prototxt (default %(default)s); with a caffemodel from tools/fold_bn.py, "
                         "its folded prototxt, such as prototxt/deconvnet_deploy_folded.prototxt")
-    p.add_argument("--weights", type=Path, required=True, help="DeconvNet caffemodel")
+    p.add_argument("--weights", type=Path, help="DeconvNet caffemodel (the same as --ensemble-member deconvnet W)")
     p.add_argument("--allow-missing-weights", action="store_true",
                    help="go on when a caffemodel lacks learned layers of its net (they are listed and keep their "
                         "random fillers); by default that stops the tool")
@@ -197,11 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
         proposal_padding="what fills a proposal crop beyond the image: black (the release's zero-padded "
         "image) or mean (the mean colour)"))
     crf = p.add_argument_group("dense CRF")
-    crf.add_argument("--crf", action="store_true", help="apply the fully connected CRF")
-    add_options(crf, CRFParams, prefix="crf-")
-    ens = p.add_argument_group("FCN-8s ensemble")
-    ens.add_argument("--fcn-weights", type=Path, help="FCN-8s caffemodel: enables the ensemble")
+    crf.add_argument("--crf", action="store_true",
+                     help="apply the fully connected CRF, with the settings of DeepLab-LargeFOV when it is the only "
+                          f"net ({MODEL_CRF['deeplab-largefov']}), else DeconvNet's ({DECONVNET_CRF}); the "
+                          "flags below override single settings")
+    add_options(crf, CRFParams, prefix="crf-", overrides=True)
+    ens = p.add_argument_group("ensembles")
+    ens.add_argument("--ensemble-member", nargs=2, action="append", metavar=("NET", "WEIGHTS"),
+                     help=f"a net of the ensemble ({', '.join(MEMBERS)}) and its caffemodel; once per net")
+    ens.add_argument("--fcn-weights", type=Path, help="FCN-8s caffemodel (the same as --ensemble-member fcn8s W)")
     ens.add_argument("--fcn-model", type=Path, help="FCN-8s deploy prototxt (default: the --fcn-variant's)")
+    ens.add_argument("--deeplab-model", type=Path, default=DEEPLAB_DEPLOY,
+                     help="DeepLab-LargeFOV deploy prototxt (default %(default)s)")
     add_field_options(ens, "ensemble", "fcn_variant", help=dict(
         ensemble="mean of probabilities or product of scores", fcn_variant="the FCN-8s partner's layout"))
     out = p.add_argument_group("outputs")
@@ -223,6 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     recipe = recipe_from_args(args, *INFERENCE_FIELDS)
+    try:
+        members = ensemble_members(args)
+        rule = ensemble_rule(members, recipe.ensemble, args.ensemble is not None)
+    except ValueError as err:
+        logging.error("infer: %s", err)
+        return 2
+    if not members:
+        logging.error("infer: no net given: --weights (DeconvNet), --fcn-weights (FCN-8s) or --ensemble-member "
+                      "NET WEIGHTS")
+        return 2
     if refuse_ineffective("infer", parser, argv, ineffective_rules(args, recipe)):
         return 2
     problem = check_output_folder(args.out)
@@ -243,11 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         start, end = shard.bounds(len(items))
         logging.info("infer: shard %s: images %d to %d of %d", shard, start + 1, end, len(items))
         items = shard.take(items)
-    for path, what in ((args.model, "--model"), (args.weights, "--weights")):
-        if not path.is_file():
-            logging.error("infer: %s %s not found", what, path)
-            return 2
     fcn_model = args.fcn_model or FCN_DEPLOY[recipe.fcn_variant]
+    prototxts = {"deconvnet": args.model, "fcn8s": fcn_model, "deeplab-largefov": args.deeplab_model}
+    for name, weights in members.items():
+        for path, what in ((prototxts[name], f"{name}'s prototxt"), (weights, f"{name}'s weights")):
+            if not path.is_file():
+                logging.error("infer: %s %s not found", what, path)
+                return 2
     try:
         edge_params = EdgeBoxParams(edge_model=resolve_edges(recipe.edges, args.edge_model))
     except EdgeModelError as err:
@@ -255,34 +329,47 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     use_device(args.gpu)
     try:
-        fcn = FCNModel(fcn_model, args.fcn_weights, args.allow_missing_weights) if args.fcn_weights else None
-        deconvnet = DeconvNetModel(args.model, args.weights, args.batch or args.top_k, args.allow_missing_weights,
-                                   args.top_k)
+        whole = tuple(WholeImageModel(prototxts[name], weights, args.allow_missing_weights, name)
+                      for name, weights in members.items() if name != "deconvnet")
+        deconvnet = (DeconvNetModel(args.model, members["deconvnet"], args.batch or args.top_k,
+                                    args.allow_missing_weights, args.top_k) if "deconvnet" in members else None)
     except WeightsMismatch as err:
         logging.error("infer: %s", err)
         return 2
-    if args.workers:
+    if deconvnet is None and args.workers:
+        logging.info("infer: no DeconvNet, no proposals to prepare ahead: one image after another")
+        args.workers = 0
+    if deconvnet is not None and args.workers:
         count, crop_bytes, score_bytes = queue_bytes(args.workers, args.top_k, deconvnet.size, deconvnet.classes)
         logging.info("infer: %d workers; %s", args.workers,
                      describe_bound(args.workers, args.top_k, deconvnet.size, deconvnet.classes))
-    if not args.batch:
+    if deconvnet is not None and not args.batch:
         on_gpu = args.gpu is not None
-        reserved = (fcn.device_bytes() if fcn else 0) if on_gpu else (
+        reserved = sum(m.device_bytes() for m in whole) if on_gpu else (
             count * (crop_bytes + score_bytes) if args.workers else 0)
         deconvnet.batch = deconvnet.choose_batch(args.top_k, on_gpu, reserved)
-    crf = options_from_args(CRFParams, args, prefix="crf-") if args.crf else None
-    pipeline = Pipeline(deconvnet, args.top_k, recipe.min_box_side, recipe.box_side_of, args.aggregate, crf, fcn,
-                        recipe.ensemble, recipe.proposal_padding)
+    crf = None
+    if args.crf:
+        base = MODEL_CRF["deeplab-largefov"] if list(members) == ["deeplab-largefov"] else DECONVNET_CRF
+        crf = replace(base, **given_options(CRFParams, args, prefix="crf-"))
+    pipeline = Pipeline(deconvnet, args.top_k, recipe.min_box_side, recipe.box_side_of, args.aggregate, crf, whole,
+                        rule or recipe.ensemble, recipe.proposal_padding)
     proposals = ProposalCache(args.proposal_cache or args.out / "proposals", edge_params)
     recorded_recipe = asdict(recipe)
-    if fcn is None:  # no ensemble ran: its fields say nothing about these labels
-        del recorded_recipe["ensemble"], recorded_recipe["fcn_variant"]
+    if rule is None:  # no ensemble ran: its fields say nothing about these labels
+        del recorded_recipe["ensemble"]
+    else:
+        recorded_recipe["ensemble"] = rule
+    if "fcn8s" not in members:
+        del recorded_recipe["fcn_variant"]
+    fcn_record = (dict(variant=recipe.fcn_variant, ensemble=rule, model=str(fcn_model),
+                       weights=str(members["fcn8s"])) if "fcn8s" in members else None)
     run_record.claim(args.out, dict(
         recipe=recorded_recipe, proposals=dict(edges_record(edge_params), top_k=args.top_k),
-        model=str(args.model), weights=str(args.weights), aggregate=args.aggregate,
-        crf=asdict(crf) if crf is not None else None,
-        fcn=dict(variant=recipe.fcn_variant, ensemble=recipe.ensemble, model=str(fcn_model),
-                 weights=str(args.fcn_weights)) if fcn else None), shard, listed, args.overwrite)
+        model=str(args.model) if deconvnet else None, weights=str(members.get("deconvnet")) if deconvnet else None,
+        aggregate=args.aggregate, crf=asdict(crf) if crf is not None else None, fcn=fcn_record,
+        members={name: dict(model=str(prototxts[name]), weights=str(weights)) for name, weights in members.items()}),
+        shard, listed, args.overwrite)
     outputs = OutputOptions(args.out, args.save_probs, args.overlays, args.voc_submission)
     try:
         report = segment_all(args, pipeline, proposals, outputs, items)

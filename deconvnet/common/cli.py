@@ -148,6 +148,10 @@ def options_from_args(cls: type, args: argparse.Namespace, prefix: str = "", ski
 _UNSET = object()
 
 
+class _UnsetList(list):
+    """The marker of an append option: argparse appends to a copy of it."""
+
+
 def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> set[str]:
     """The dests of the options typed on the command line (even when typed
     with their default value). argparse fills in a default only where the
@@ -155,9 +159,10 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
     keeps the marker exactly where nothing was typed."""
     import sys
 
-    marked = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != argparse.SUPPRESS})
-    parsed = parser.parse_args(sys.argv[1:] if argv is None else argv, marked)
-    return {dest for dest, value in vars(parsed).items() if value is not _UNSET}
+    markers = {a.dest: _UnsetList() if isinstance(a, argparse._AppendAction) else _UNSET
+               for a in parser._actions if a.dest != argparse.SUPPRESS}
+    parsed = parser.parse_args(sys.argv[1:] if argv is None else argv, argparse.Namespace(**markers))
+    return {dest for dest, value in vars(parsed).items() if value is not markers[dest]}
 
 
 def flag_name(parser: argparse.ArgumentParser, dest: str) -> str:

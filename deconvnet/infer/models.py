@@ -1,5 +1,7 @@
-"""The two networks inference runs, loaded from a deploy prototxt and a
-caffemodel: DeconvNet on batches of proposal crops, FCN-8s on whole images.
+"""The networks inference runs, loaded from a deploy prototxt and a
+caffemodel: DeconvNet on batches of proposal crops; FCN-8s and
+DeepLab-LargeFOV on whole images (``WholeImageModel``), alone or as
+ensemble members.
 
 Both load their weights strictly (deconvnet.net.weights): a caffemodel that
 lacks learned layers of the net, or has other shapes, stops the tool (a 2014
@@ -17,12 +19,16 @@ from deconvnet.infer.aggregation import MEAN
 from deconvnet.infer.memory import bytes_per_example, cpu_batch, gpu_batch, parameter_bytes
 from deconvnet.net.weights import WeightsMismatch, load_net
 
-__all__ = ["DeconvNetModel", "FCNModel", "WeightsMismatch"]
+__all__ = ["DeconvNetModel", "FCNModel", "WholeImageModel", "WeightsMismatch"]
 
 
 # The deploy prototxt of each FCN-8s variant (recipe field fcn_variant), whose
 # layer names match that variant's caffemodel.
 FCN_DEPLOY = {"2014": PROTOTXT / "fcn8s_2014_deploy.prototxt", "heavy": PROTOTXT / "fcn8s_deploy.prototxt"}
+DEEPLAB_DEPLOY = PROTOTXT / "deeplab_largefov_deploy.prototxt"
+# The ensemble members, by the names tools use for them.
+MEMBERS = ("deconvnet", "fcn8s", "deeplab-largefov")
+MEMBER_TITLES = {"deconvnet": "DeconvNet", "fcn8s": "FCN-8s", "deeplab-largefov": "DeepLab-LargeFOV"}
 
 class DeconvNetModel:
     """The deploy net (folded or not), run on proposal crops in batches of
@@ -64,12 +70,15 @@ class DeconvNetModel:
         return out
 
 
-class FCNModel:
-    """FCN-8s on the whole image (any size)."""
+class WholeImageModel:
+    """A net whose ``score`` covers the whole image it is given (any size):
+    FCN-8s, or DeepLab-LargeFOV (run at the image's own size; its release
+    pads to 513x513 instead, which changes only the borders' context)."""
 
-    def __init__(self, prototxt: Path, weights: Path, allow_missing: bool = False) -> None:
+    def __init__(self, prototxt: Path, weights: Path, allow_missing: bool = False, name: str = "fcn8s") -> None:
         import caffe
 
+        self.name = name
         self.net = load_net(prototxt, weights, caffe.TEST, allow_missing)
 
     def scores(self, image: np.ndarray) -> np.ndarray:
@@ -83,3 +92,6 @@ class FCNModel:
         """Weights and blobs at the deploy prototxt's input size (the largest
         image it expects): what it holds on a GPU it shares with DeconvNet."""
         return parameter_bytes(self.net) + bytes_per_example(self.net)
+
+
+FCNModel = WholeImageModel

@@ -43,7 +43,7 @@ from deconvnet.common.processes import die_with_parent, how_it_ended
 from deconvnet.data.proposals import ProposalCache
 from deconvnet.data.voc import DatasetError, read_image
 from deconvnet.infer.outputs import OutputOptions, write_outputs
-from deconvnet.infer.pipeline import Pipeline, Prepared, Timings
+from deconvnet.infer.pipeline import MemberScores, Pipeline, Prepared, Timings
 
 LOG = logging.getLogger(__name__)
 FLOAT_BYTES = 4
@@ -79,15 +79,16 @@ def prepare_image(pipeline: Pipeline, proposals: ProposalCache, image_id: str, p
     image = read_image(path)
     timings = Timings()
     start = time.perf_counter()
-    boxes, _ = proposals.get(image_id, image)
+    # Only DeconvNet segments proposals: without it none are computed.
+    boxes = proposals.get(image_id, image)[0] if pipeline.model is not None else np.zeros((0, 4), np.float32)
     prepared = pipeline.prepare(image, boxes, out)
     timings.proposals = time.perf_counter() - start
     return image, prepared, timings
 
 
 def finish_image(pipeline: Pipeline, outputs: OutputOptions, image_id: str, image: np.ndarray,
-                 score_maps: np.ndarray, boxes: np.ndarray, enlarged: list, fcn_scores: np.ndarray | None,
-                 timings: Timings) -> None:
+                 score_maps: np.ndarray | None, boxes: np.ndarray, enlarged: list,
+                 fcn_scores: MemberScores | None, timings: Timings) -> None:
     """Stage 3: probabilities, labels and the output files."""
     probs, labels = pipeline.finish(image, score_maps, enlarged, fcn_scores, timings)
     start = time.perf_counter()
@@ -199,7 +200,7 @@ class _Image:
     image: np.ndarray | None = None
     boxes: np.ndarray | None = None
     enlarged: list | None = None
-    fcn_scores: np.ndarray | None = None
+    fcn_scores: MemberScores | None = None
     timings: Timings | None = None
 
 
@@ -216,6 +217,9 @@ class PipelinedRun:
     def __init__(self, pipeline: Pipeline, proposals: ProposalCache, outputs: OutputOptions, workers: int) -> None:
         if workers < 1:
             raise ValueError("a pipelined run needs at least one worker (0 is run_serial)")
+        if pipeline.model is None:
+            raise ValueError("a pipelined run overlaps DeconvNet's proposals with its forward pass: without "
+                             "DeconvNet use run_serial")
         self.pipeline, self.proposals, self.outputs = pipeline, proposals, outputs
         size, classes = pipeline.model.size, pipeline.model.classes
         count, _, _ = queue_bytes(workers, pipeline.top_k, size, classes)

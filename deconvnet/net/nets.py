@@ -281,8 +281,10 @@ def fcn8s_2014_deploy(size: Size = FCN_DEPLOY_SIZE) -> caffe.proto.caffe_pb2.Net
     return fcn8s_deploy(size, "2014")
 
 
-def fcn8s_train_val(train: bool, dataset: str, root: str, split: str,
-                    data: DataFn | None = None) -> caffe.proto.caffe_pb2.NetParameter:
+def fcn8s_train_val(train: bool, dataset: str, root: str, split: str, data: DataFn | None = None,
+                    size: Size = FCN_DEPLOY_SIZE, normalize_loss: bool = False) -> caffe.proto.caffe_pb2.NetParameter:
+    """FCN's whole-image training (or ``data``: the demo's reduced FCN-8s
+    trains on crops, with a normalised loss)."""
     n = caffe.NetSpec()
     if data is None:
         n.data, n.label = L.Python(ntop=2, python_param=dict(
@@ -290,10 +292,10 @@ def fcn8s_train_val(train: bool, dataset: str, root: str, split: str,
             param_str=FCNDataParams(dataset, root, split, shuffle=train, seed=1337).to_param_str()))
     else:
         data(n)
-    _fcn8s_body(n)
+    _fcn8s_body(n, size)
     # FCN's loss: summed over pixels, not normalised (hence its tiny base_lr).
     n.loss = L.SoftmaxWithLoss(n.score, n.label,
-                               loss_param=dict(normalize=False, ignore_label=VOID))
+                               loss_param=dict(normalize=normalize_loss, ignore_label=VOID))
     return n.to_proto()
 
 
@@ -357,25 +359,33 @@ def deeplab_deploy(size: Size = DEEPLAB_DEPLOY_SIZE) -> caffe.proto.caffe_pb2.Ne
     return n.to_proto()
 
 
+def image_crops(train: bool, voc_root: str, sbd_root: str, recipe: DeepLabRecipe = DEEPLAB_LARGEFOV,
+                side: int | None = None, image_set: str | None = None) -> DataFn:
+    """The whole-image crop data layer (python_layers/image_crop_data.py):
+    TRAIN random mirrored crops from the recipe's image set, TEST VOC 2012
+    val padded to the test size, one at a time."""
+    params = ImageCropParams(
+        image_set=image_set or (recipe.image_set if train else "voc:val"), voc_root=voc_root,
+        sbd_root=sbd_root if train else "", batch_size=recipe.batch_per_pass if train else 1,
+        crop_size=side or (recipe.crop_size if train else recipe.test_size), random_crop=train,
+        mirror=train and recipe.mirror, shuffle=train, seed=1337 if train else 0)
+
+    def data(n: caffe.NetSpec) -> None:
+        n.data, n.label = L.Python(ntop=2, python_param=dict(
+            module=IMAGE_CROP_MODULE, layer=ImageCropParams.LAYER, param_str=params.to_param_str()))
+    return data
+
+
 def deeplab_train_val(train: bool, voc_root: str, sbd_root: str, recipe: DeepLabRecipe = DEEPLAB_LARGEFOV,
                       size: Size | None = None, image_set: str | None = None,
                       data: DataFn | None = None) -> caffe.proto.caffe_pb2.NetParameter:
     """TRAIN: random mirrored crops of ``recipe.crop_size`` from its image
-    set; TEST: VOC 2012 val padded to ``recipe.test_size``, one at a time.
-    The loss is taken on the upsampled scores (docs/DEEPLAB.md)."""
+    set; TEST: VOC 2012 val padded to ``recipe.test_size``, one at a time
+    (``image_crops``). The loss is taken on the upsampled scores
+    (docs/DEEPLAB.md)."""
     n = caffe.NetSpec()
-    side = recipe.crop_size if train else recipe.test_size
-    size = size or Size(side)
-    if data is None:
-        params = ImageCropParams(
-            image_set=image_set or (recipe.image_set if train else "voc:val"), voc_root=voc_root,
-            sbd_root=sbd_root if train else "", batch_size=recipe.batch_per_pass if train else 1,
-            crop_size=size.input_size, random_crop=train, mirror=train and recipe.mirror, shuffle=train,
-            seed=1337 if train else 0)
-        n.data, n.label = L.Python(ntop=2, python_param=dict(
-            module=IMAGE_CROP_MODULE, layer=ImageCropParams.LAYER, param_str=params.to_param_str()))
-    else:
-        data(n)
+    size = size or Size(recipe.crop_size if train else recipe.test_size)
+    (data or image_crops(train, voc_root, sbd_root, recipe, size.input_size, image_set))(n)
     _deeplab_body(n, size, recipe)
     n.loss = L.SoftmaxWithLoss(n.score, n.label, loss_param=dict(ignore_label=VOID))
     if not train:

@@ -150,20 +150,34 @@ def write_reduced_stage(folder: Path, stage: int, train_db: Path, test_db: Path,
     return path
 
 
-def write_reduced_deeplab(folder: Path, voc_root: Path, sbd_root: Path, size: Size, test_size: int,
-                          recipe: DeepLabRecipe = DEEPLAB_LARGEFOV, val_set: str = "voc:val") -> Path:
-    """DeepLab-LargeFOV train/val nets of a reduced width (crops of
-    ``size.input_size``, val images padded to ``test_size``) and a CPU
-    solver, for the demo and tests; returns the solver's path."""
+# The whole-image peers of DeconvNet that write_reduced_peer writes.
+PEERS = ("deeplab-largefov", "fcn8s")
+
+
+def write_reduced_peer(folder: Path, net: str, voc_root: Path, sbd_root: Path, size: Size, test_size: int,
+                       recipe: DeepLabRecipe = DEEPLAB_LARGEFOV, val_set: str = "voc:val") -> Path:
+    """Train/val nets of DeepLab-LargeFOV or FCN-8s (``net``, one of
+    PEERS) at a reduced width, on whole-image crops (of ``size.input_size``
+    for training; val images padded to ``test_size``), and a CPU solver
+    with the recipe's schedule, for the demo and tests; returns the
+    solver's path. FCN-8s gets DeepLab's crops and a normalised loss here,
+    not FCN's own whole images and summed loss."""
+    if net not in PEERS:
+        raise ValueError(f"net must be one of {PEERS}, not {net!r}")
     folder.mkdir(parents=True, exist_ok=True)
+    tag = net.split("-")[0]
     reduced = replace(recipe, crop_size=size.input_size, test_size=test_size)
     for split, train in (("train", True), ("val", False)):
         side = size.input_size if train else test_size
-        net = nets.deeplab_train_val(train, str(voc_root.resolve()), str(sbd_root.resolve()), reduced,
-                                     size=Size(side, size.width_divisor), image_set=None if train else val_set)
-        (folder / f"deeplab_{split}.prototxt").write_text(str(net))
-    solver = solvers.deeplab_solver("deeplab_train.prototxt", "deeplab_val.prototxt", "snapshots/deeplab",
+        data = nets.image_crops(train, str(voc_root.resolve()), str(sbd_root.resolve()), reduced, side,
+                                None if train else val_set)
+        split_size = Size(side, size.width_divisor)
+        param = (nets.deeplab_train_val(train, "", "", reduced, size=split_size, data=data) if tag == "deeplab"
+                 else nets.fcn8s_train_val(train, "", "", "", data=data, size=split_size, normalize_loss=True))
+        (folder / f"{tag}_{split}.prototxt").write_text(str(param))
+    solver = solvers.deeplab_solver(f"{tag}_train.prototxt", f"{tag}_val.prototxt", f"snapshots/{tag}",
                                     reduced, gpu=False)
-    path = folder / "deeplab_solver.prototxt"
+    (folder / "snapshots").mkdir(exist_ok=True)
+    path = folder / f"{tag}_solver.prototxt"
     path.write_text(str(solver))
     return path
