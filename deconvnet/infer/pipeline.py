@@ -73,10 +73,7 @@ def combine(scores: dict[str, np.ndarray], mode: str = RELEASE.ensemble) -> np.n
     FCN-8s can veto a class it scores negative."""
     if mode == "mean":
         probs = [softmax(s) for s in scores.values()]
-        total = probs[0]
-        for p in probs[1:]:
-            total = total + p
-        return total / len(probs)
+        return sum(probs[1:], probs[0]) / len(probs)
     if mode == "product":
         if set(scores) != PRODUCT_PAIR:
             raise ValueError(f"the product rule is the release's DeconvNet x FCN-8s rule, not defined for "

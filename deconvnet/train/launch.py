@@ -14,11 +14,6 @@ from deconvnet.train.trainer import DiskFull, StageConfig, Trainer, read_solver
 
 LOG = logging.getLogger(__name__)
 
-# Exit codes: a refusal before training (2), a rank's failure (1), a clean stop for disk (3).
-STOPS: tuple[tuple[type[Exception], int, str], ...] = (
-    (DiskFull, 3, "stopped cleanly: "), (WeightsMismatch, 2, ""), (RankFailed, 1, ""))
-
-
 def check_gpus(spec: str, solvers: list[Path]) -> list[int]:
     """The GPU ids of ``--gpus spec``; ValueError when a count does not
     divide a solver's iter_size (with the batches that would work) or
@@ -37,8 +32,13 @@ def run_stage(config: StageConfig, gpus: list[int] | None, tool: str) -> tuple[P
     final caffemodel, 0), or (None, exit code) after logging why it stopped."""
     try:
         final = Trainer(config).train() if gpus is None else train_stage(config, list(gpus))
-    except tuple(kind for kind, _, _ in STOPS) as err:
-        code, prefix = next((c, p) for kind, c, p in STOPS if isinstance(err, kind))
-        LOG.error("%s: %s%s", tool, prefix, err)
-        return None, code
+    except DiskFull as err:
+        LOG.error("%s: stopped cleanly: %s", tool, err)
+        return None, 3
+    except WeightsMismatch as err:  # a refusal before training
+        LOG.error("%s: %s", tool, err)
+        return None, 2
+    except RankFailed as err:
+        LOG.error("%s: %s", tool, err)
+        return None, 1
     return final, 0
