@@ -18,6 +18,9 @@ Sub-packages follow the pipeline; each may import only those named beside it:
 - ``bench``: benchmarking programs outside the pipeline (the GPU kit's
   PyTorch timings, report and carried inputs). May import common, data,
   net.
+- ``visualize``: Zeiler and Fergus's projections, top activations,
+  filters and occlusion sensitivity (the projection net is generated in
+  net). May import common, data, net, infer.
 
 No module here imports ``tools``, ``data_prep`` or ``experiments``;
 ``tests/test_layout.py`` checks all of this.

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
@@ -48,6 +49,17 @@ def test_quick_demo(tmp_path):
     assert "## DeconvNet and its peers" in report and "| DeepLab-LargeFOV |" in report
     for net in ("deeplab-largefov", "fcn8s"):
         assert (out / "peers" / net / "run" / "log.jsonl").exists()
+    # The Zeiler-Fergus section: conv1_1's 8 filters in a row (32 px each, 2 px apart), and the top-9 grid of
+    # the 4 strongest conv5_3 units, two blocks a row, each block a label over two 3-wide tiles of 64-px cells.
+    inside = summary["inside"]
+    assert "## Inside the network" in report and len(inside["units"]) == 4
+    filters = cv2.imread(str(out / inside["filters"]))
+    assert filters.shape[:2] == (32, 8 * 32 + 7 * 2) and filters.std() > 5
+    cells = min(9, inside["images"])
+    tile_h, tile_w = -(-cells // 3) * 66 - 2, min(cells, 3) * 66 - 2
+    block_h, block_w = 16 + tile_h, 2 * tile_w + 6
+    top9 = cv2.imread(str(out / inside["top9"]))
+    assert top9.shape[:2] == (2 * block_h + 12, 2 * block_w + 12) and top9.std() > 5
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ ALLOWED = {
     "train": {"common", "data", "net", "eval"},
     "infer": {"common", "data", "net"},
     "bench": {"common", "data", "net"},
+    "visualize": {"common", "data", "net", "infer"},
 }
 ENTRY_POINTS = ("tools", "data_prep", "experiments", "tests")
 

@@ -53,6 +53,10 @@ from deconvnet.net.surgery import build_init_model
 from deconvnet.train.plots import parse_jsonl, plot
 from deconvnet.train.reduced import PeerSchedule, random_vgg16, train_peer
 from deconvnet.train.trainer import StageConfig, Trainer, validate
+from deconvnet.visualize import views
+from deconvnet.visualize.projector import Projector
+from deconvnet.visualize.sources import load_images
+from deconvnet.visualize.top9 import peaks
 
 import caffe
 
@@ -73,6 +77,7 @@ class DemoConfig:
     val_batches: int = option(10, help="batches per validation")
     bn_batches: int = option(50, help="batches of the BatchNorm statistics")
     overlays: int = option(6, help="val images drawn as overlays")
+    inside_units: int = option(4, help="conv5_3 units whose top-9 activations the report shows (the strongest)")
     with_deeplab: bool = option(False, help="also train a reduced DeepLab-LargeFOV and compare (about 5 more "
                                             "minutes on 2 cores)")
     with_fcn8s: bool = option(False, help="also train a reduced FCN-8s and compare")
@@ -211,6 +216,10 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
     baseline, _ = evaluate_dirs(voc / "SegmentationClass", background, val_ids)
     step("evaluation", t0)
 
+    t0 = time.time()
+    inside = inside_the_network(out, folded_deploy, folded_weights, config.inside_units)
+    step("visualisation", t0)
+
     peers = None
     if config.peers:
         members = []
@@ -235,10 +244,24 @@ def run(out: Path, config: DemoConfig = DemoConfig()) -> dict:
     summary = dict(mean_iou=scores["mean_iou"], all_background_mean_iou=baseline.mean_iou,
                    pixel_accuracy=scores["pixel_accuracy"], val_images=len(val_ids), seconds=total,
                    crops_validation=crops_val, folding=folding, timings=timings, config=config.__dict__,
-                   ensembles=peers)
+                   ensembles=peers, inside=inside)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     write_report(out, summary, table, plots, solvers)
     return summary
+
+
+def inside_the_network(out: Path, model: Path, weights: Path, units: int) -> dict:
+    """The report's Zeiler-Fergus figures (tools/visualize.py): conv1_1's
+    filters, and the top-9 activations of the ``units`` strongest conv5_3
+    units over the val images, projected, with their patches."""
+    folder = out / "inside"
+    filters = views.filters(Projector(model, weights, "conv1_1"), folder)
+    projector = Projector(model, weights, "conv5_3")
+    images = load_images(f"demo:{out}", projector.size)
+    found = peaks(projector, images.images)
+    top9 = views.top9(projector, images, found.strongest_units(units), folder, found, source="val")
+    return dict(filters=f"inside/{filters['picture']}", top9=f"inside/{top9['picture']}",
+                units=[int(u) for u in top9["units"]], images=len(images.names))
 
 
 def ensemble_table(pipeline: Pipeline, reader: VOCReader, ids: list[str], proposals: ProposalCache) -> list[dict]:
@@ -336,6 +359,15 @@ def write_report(out: Path, summary: dict, table: str, plots: list[Path], solver
                   f"| all background | {summary['all_background_mean_iou'] * 100:.1f}% | |"]
         lines += [f"| {row['variant']} | {row['mean_iou'] * 100:.1f}% | {row['crf_mean_iou'] * 100:.1f}% |"
                   for row in summary["ensembles"]]
+    inside = summary["inside"]
+    lines += ["", "## Inside the network (Zeiler and Fergus)", "",
+              "The trained net's first-layer filters (conv1_1, BGR, each stretched on its own), and for the "
+              f"conv5_3 units {', '.join(map(str, inside['units']))} (the strongest) their 9 strongest activations "
+              f"over the {inside['images']} val images: each projected back to pixels through ReLU, the transposed "
+              "filters and unpooling by the pooling switches (left), and the image patch it sees (right). "
+              "tools/visualize.py draws these for any layer, and occlusion maps and snapshots too "
+              "(docs/VISUALIZE.md).", "",
+              f"![conv1_1 filters]({inside['filters']})", "", f"![conv5_3 top-9]({inside['top9']})"]
     lines += ["", "## Training", ""]
     lines += [f"![{p.stem}](plots/{p.name})" for p in plots]
     lines += ["", "Solvers: " + ", ".join(f"[stage {s}](prototxt/{p.name})" for s, p in solvers.items()),

@@ -1,6 +1,7 @@
 """Stage 2 of the pipeline, the networks (docs/PAPER.md, sections 1 and 3):
 the architecture as data (``architecture``), NetSpec generators
-(``nets``) and solvers (``solvers``) for everything in prototxt/
+(``nets``), Zeiler and Fergus's projection nets of any of them
+(``projection``) and solvers (``solvers``) for everything in prototxt/
 (``prototxt``), VGG16 weight surgery (``surgery``), BatchNorm population
 statistics (``bn_stats``), folding them for inference (``fold_bn``, with the
 exact layer rewrites of ``rewrite``), strict weight loading (``weights``),

@@ -46,7 +46,8 @@ class Fold:
     top: str             # the blob the folded layer writes (the last folded layer's top)
 
 
-def _read_net(prototxt: Path):
+def read_net_param(prototxt: Path):
+    """The NetParameter of a prototxt file; FoldError names the file when it cannot be read."""
     from caffe.proto import caffe_pb2
 
     net = caffe_pb2.NetParameter()
@@ -215,7 +216,7 @@ def fold(model: Path, weights: Path, out_model: Path, out_weights: Path, rewrite
     Raises FoldError or WeightsMismatch."""
     import caffe
 
-    net_param = _read_net(model)
+    net_param = read_net_param(model)
     net = load_net(model, weights, caffe.TEST)  # strict: every BatchNorm needs its blobs
     params = {name: [b.data.copy() for b in blobs] for name, blobs in net.params.items()}
     shapes = {name: tuple(blob.data.shape) for name, blob in net.blobs.items()}

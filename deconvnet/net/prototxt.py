@@ -11,7 +11,7 @@ from pathlib import Path
 from deconvnet.common.atomic import atomic_path
 from deconvnet.common.cli import PROTOTXT, ROOT
 from deconvnet.common.recipes import DEEPLAB_LARGEFOV, RELEASE, DeepLabRecipe, Recipe
-from deconvnet.net import nets, solvers
+from deconvnet.net import nets, projection, solvers
 from deconvnet.net.architecture import Size
 
 LOG = logging.getLogger(__name__)
@@ -98,6 +98,12 @@ def generate() -> dict[str, str]:
         solvers.deeplab_solver("deeplab_largefov_train.prototxt", "deeplab_largefov_val.prototxt",
                                f"{paths.runs}/deeplab_largefov/deeplab_largefov"),
         "solvers", note=f"# Recipe {DEEPLAB_LARGEFOV.name!r} (deconvnet/common/recipes.py; docs/DEEPLAB.md).\n")
+    deploy = nets.deconvnet_deploy()
+    deploy.name = "DeconvNet"
+    files["deconvnet_projection_conv5_3.prototxt"] = _text(
+        projection.projection_net(deploy, "conv5_3"), "projection",
+        note="# Zeiler and Fergus's projection of one conv5_3 unit to pixels, BatchNorm folded (tools/visualize.py "
+             "generates the one of any layer it is asked for).\n")
     files["vgg16_deploy.prototxt"] = _text(nets.vgg16_deploy(), "nets", "VGG_ILSVRC_16_layers")
     # The GPU kit's (scripts/gpu_kit.sh): no dataset and no Python layers.
     files["benchmark_train_b8.prototxt"] = _text(

@@ -35,7 +35,8 @@ def _pairs(values, default: int) -> tuple[int, int]:
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
-def _geometry(param) -> dict[str, tuple[int, int]]:
+def geometry(param) -> dict[str, tuple[int, int]]:
+    """Kernel, pad, stride and dilation of a ConvolutionParameter, each (h, w)."""
     kernel = (param.kernel_h, param.kernel_w) if param.kernel_h else _pairs(param.kernel_size, 1)
     pad = (param.pad_h, param.pad_w) if param.pad_h or param.pad_w else _pairs(param.pad, 0)
     stride = (param.stride_h, param.stride_w) if param.stride_h else _pairs(param.stride, 1)
@@ -48,11 +49,11 @@ def plan_rewrites(net, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
     plan: dict[str, str] = {}
     layers = [layer for layer in net.layer if layer.type in ("Convolution", "Deconvolution")
               and layer.convolution_param.group == 1 and layer.convolution_param.axis == 1
-              and _geometry(layer.convolution_param)["dilation"] == (1, 1)]
+              and geometry(layer.convolution_param)["dilation"] == (1, 1)]
     for layer in layers:
         if layer.type != "Deconvolution":
             continue
-        geo, bottom = _geometry(layer.convolution_param), shapes[layer.bottom[0]]
+        geo, bottom = geometry(layer.convolution_param), shapes[layer.bottom[0]]
         if tuple(bottom[2:]) in ((1, 1), ()) and geo["pad"] == (0, 0):
             plan[layer.name] = DECONV_AS_FC
         elif (geo["stride"] == (1, 1) and bottom[1] <= layer.convolution_param.num_output
@@ -60,7 +61,7 @@ def plan_rewrites(net, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
             plan[layer.name] = DECONV_AS_CONV
     # Back to front, so that fc6 sees whether fc7, which reads it, became an InnerProduct.
     for layer in reversed(layers):
-        geo = _geometry(layer.convolution_param)
+        geo = geometry(layer.convolution_param)
         if layer.type != "Convolution" or tuple(shapes[layer.bottom[0]][2:]) != geo["kernel"] or geo["pad"] != (0, 0):
             continue
         readers = [other for other in net.layer if layer.top[0] in other.bottom]
@@ -84,7 +85,7 @@ def rewrite_net_param(net, plan: dict[str, str]):
         if kind is None:
             continue
         conv = layer.convolution_param
-        geo = _geometry(conv)
+        geo = geometry(conv)
         if kind == DECONV_AS_CONV:
             new.type = "Convolution"
             new.convolution_param.ClearField("pad")
