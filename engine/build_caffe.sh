@@ -138,8 +138,9 @@ cmake_flags=(
   # pycaffe and the Python layer: engine/build_pycaffe.sh, per CPython.
   -DBUILD_python=OFF
   -DBUILD_python_layer=OFF
-  # Only our layer's gtest (plus gtest's main): the full suite takes long.
-  -DBUILD_only_tests=unpooling_layer
+  # Only our layers' gtests and those of the layers our patches change (plus
+  # gtest's main): the full suite takes long.
+  -DBUILD_only_tests=unpooling_layer,batched_conv_layer,convolution_layer,deconvolution_layer
 )
 
 if [ "$variant" = cuda ]; then

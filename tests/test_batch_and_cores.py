@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,25 @@ def test_usable_cores_by_affinity_quota_and_slurm(tmp_path):
     assert usable_cores({}, tmp_path / "cgroup0", tmp_path / "none") == affinity
     assert usable_cores({"SLURM_CPUS_PER_TASK": "1"}, tmp_path / "cgroup0", tmp_path / "none") == 1
     assert usable_cores({"SLURM_CPUS_PER_TASK": "64"}, tmp_path / "cgroup0", tmp_path / "none") == affinity
+
+
+def test_peak_by_hand(tmp_path):
+    """The peak the benchmarks report against: cores x clock x float
+    operations a cycle (64 with AVX-512, 32 with AVX2 FMA, 16 otherwise)."""
+    from deconvnet.common.machine import peak_gflops
+
+    for flags, per_cycle in (("fpu sse2 avx2 fma", 32), ("fpu avx2 fma avx512f", 64), ("fpu sse2", 16)):
+        info = write(tmp_path / "cpuinfo", f"processor\t: 0\ncpu MHz\t\t: 2600.000\nflags\t\t: {flags}\n")
+        peak, counted = peak_gflops(info)
+        assert peak == pytest.approx(usable_cores() * 2.6 * per_cycle) and f"{per_cycle} flops/cycle" in counted
+
+
+def test_blas_threads_are_set_in_caffes_openblas(tmp_path):
+    """set_blas_threads reaches the OpenBLAS pycaffe loaded (a fresh process:
+    the count is process-wide)."""
+    code = ("import caffe\nfrom deconvnet.common.blas import blas_threads, set_blas_threads\n"
+            "print(blas_threads(), set_blas_threads(1), blas_threads())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, OPENBLAS_NUM_THREADS="2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2", "1", "1"]

@@ -368,6 +368,7 @@ def test_concurrent_shards_with_other_settings_are_refused(setup, tmp_path):
     (["--fcn-variant", "heavy"], "--fcn-variant", "without --fcn-weights"),
     (["--crf-iterations", "99"], "--crf-iterations", "without --crf"),
     (["--edges", "gradient", "--edge-model", "x.yml.gz"], "--edge-model", "with gradient edges"),
+    (["--gpu", "0", "--blas-threads", "1"], "--blas-threads", "with --gpu"),
 ])
 def test_infer_refuses_flags_without_effect(setup, tmp_path, extra, flag, why):
     """Item 10: these were accepted, ignored, and recorded in run.json."""

@@ -19,6 +19,8 @@ import pytest
 from PIL import Image
 from test_infer_e2e import setup  # noqa: F401  (the module's fixture: synthetic images, reduced nets)
 
+from deconvnet.common.machine import usable_cores
+
 from helpers import ROOT
 
 IMAGES = 12
@@ -133,6 +135,9 @@ def test_workers_write_the_serial_runs_bytes(model, inputs, serial, tmp_path, wo
     result = infer(model, out, inputs, "--workers", workers, *EXTRA)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{workers} workers; at most {workers + 1} images prepared ahead" in result.stderr
+    # Caffe's BLAS leaves the workers their cores; the serial run's has them all, and the bytes still agree.
+    threads = max(usable_cores() - workers, 1)
+    assert f"Caffe's BLAS on {threads} thread(s), beside {workers} workers" in result.stderr
     reference, ours = files_of(serial), files_of(out)
     assert len(reference) == 3 * IMAGES and sorted(ours) == sorted(reference)
     assert [name for name in reference if ours[name] != reference[name]] == []

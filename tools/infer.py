@@ -52,7 +52,9 @@ processes compute the proposals and crops ahead of the forward pass and do
 the paste-back, aggregation, ensemble, CRF and writing behind it, while this
 process runs the networks; the outputs are the same bytes as --workers 0's
 (one image after another, in this process). Ctrl-C or SIGTERM stops the
-workers and leaves no partial file; images done stay done.
+workers and leaves no partial file; images done stay done. On the CPU this
+process's BLAS then runs on the cores the workers leave (--blas-threads),
+so that the two do not compete for the same cores.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from deconvnet.common.atomic import atomic_path
+from deconvnet.common.blas import blas_threads, set_blas_threads
 from deconvnet.common.cli import (
     PROTOTXT,
     add_options,
@@ -188,6 +191,7 @@ def ineffective_rules(args, recipe) -> list[tuple[tuple[str, ...], bool, str]]:
         (("model",), "deconvnet" not in members, "without DeconvNet among the nets (--weights)"),
         (("edge_model",), recipe.edges == "gradient", "with gradient edges (--edges gradient)"),
         (("box_side_of",), recipe.min_box_side == 0, "when no minimum box side is set (--min-box-side 0)"),
+        (("blas_threads",), args.gpu is not None, "with --gpu (the networks run on the GPU)"),
     ]
 
 
@@ -273,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--overwrite", action="store_true", help="redo images already done")
     p.add_argument("--gpu", type=int, help="GPU id (default: CPU)")
     p.add_argument("--workers", type=non_negative_int, default=max(usable_cores() - 1, 0), help=WORKERS_HELP)
+    p.add_argument("--blas-threads", type=positive_int,
+                   help="threads of Caffe's BLAS on the CPU (default: the usable cores less --workers, at least 1; "
+                        "the results do not depend on it)")
     p.add_argument("--timings", type=Path, help="also write the mean seconds per image of each step (proposals, "
                                                 "forward, aggregation, crf, fcn, writing: busy time, which "
                                                 "overlaps with --workers) and the wall time to this JSON file")
@@ -343,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         count, crop_bytes, score_bytes = queue_bytes(args.workers, args.top_k, deconvnet.size, deconvnet.classes)
         logging.info("infer: %d workers; %s", args.workers,
                      describe_bound(args.workers, args.top_k, deconvnet.size, deconvnet.classes))
+    if args.gpu is None and (args.blas_threads or args.workers):
+        threads = set_blas_threads(args.blas_threads or max(usable_cores() - args.workers, 1))
+        logging.info("infer: Caffe's BLAS on %s thread(s)%s", threads,
+                     f", beside {args.workers} workers" if args.workers else "")
     if deconvnet is not None and not args.batch:
         on_gpu = args.gpu is not None
         reserved = sum(m.device_bytes() for m in whole) if on_gpu else (
@@ -425,6 +436,7 @@ def write_timings(path: Path, report: RunReport, gpu: int | None) -> None:
     record = report.record()
     per_image = record["busy_seconds_per_image"]
     result = dict(images=report.done, workers=report.workers, device="cpu" if gpu is None else f"gpu {gpu}",
+                  blas_threads=blas_threads(),
                   seconds_per_image=dict(per_image, total=round(sum(per_image.values()), 4)),
                   wall_seconds_per_image=record["wall_seconds_per_image"])
     with atomic_path(path) as tmp:

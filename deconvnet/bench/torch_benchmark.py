@@ -20,9 +20,11 @@ from deconvnet.common.recipes import RELEASE
 
 
 def run(device_name: str, batch: int = RELEASE.batch_per_pass, iter_size: int = RELEASE.iter_size,
-        iterations: int = 5, width_divisor: int = 1, proposals: int = TEST_PROPOSALS) -> dict[str, Any]:
-    """Samples/s of training, seconds per forward of ``proposals`` crops, and
-    the peak memory PyTorch reserved on a CUDA device (0 on the CPU)."""
+        iterations: int = 5, width_divisor: int = 1, proposals: int = TEST_PROPOSALS,
+        forward: bool = True) -> dict[str, Any]:
+    """Samples/s of training, seconds per forward of ``proposals`` crops
+    (unless not ``forward``), and the peak memory PyTorch reserved on a CUDA
+    device (0 on the CPU)."""
     import torch
 
     from deconvnet.net.architecture import Size
@@ -55,7 +57,10 @@ def run(device_name: str, batch: int = RELEASE.batch_per_pass, iter_size: int = 
         step()
     sync()
     result: dict[str, Any] = {
-        "train_samples_per_s": iterations * batch * iter_size / (time.perf_counter() - start)}
+        "train_samples_per_s": iterations * batch * iter_size / (time.perf_counter() - start),
+        "version": torch.__version__, "device": torch.cuda.get_device_name(device) if cuda else "CPU"}
+    if not forward:
+        return result
     net.eval()
     crops = torch.randn(proposals, 3, INPUT_SIZE, INPUT_SIZE, device=device)
 
@@ -75,8 +80,6 @@ def run(device_name: str, batch: int = RELEASE.batch_per_pass, iter_size: int = 
     fuse_batchnorm(net)
     result["forward_50_fused_s"] = seconds_per_forward()
     result["peak_mib"] = torch.cuda.max_memory_reserved(device) / 2**20 if cuda else 0
-    result["version"] = torch.__version__
-    result["device"] = torch.cuda.get_device_name(device) if cuda else "CPU"
     return result
 
 

@@ -5,7 +5,9 @@ A Caffe forward pass keeps every blob of the batch, and some layers keep
 buffers the size of their input besides: BatchNorm two (``x_norm_`` and
 ``temp_``), an in-place Scale one (a copy of its input, kept for a backward
 pass that inference never runs). Those are counted from the loaded net;
-convolution buffers and the weights do not grow with the batch. The count
+convolution buffers and the weights do not grow with the batch, nor do the
+buffers of patch 0018's batched CPU convolution (at most
+CAFFE_CPU_CONV_BATCH_MIB, 64 MiB, a thread), which are set aside. The count
 agrees with the peak memory measured by tools/benchmarks/inference.py
 (docs/BENCHMARKS.md)."""
 from __future__ import annotations
@@ -25,6 +27,8 @@ INPUT_COPIES = {"BatchNorm": 2, "Scale": 1}
 # score maps of all proposals, aggregation, the CRF and FCN-8s.
 BATCH_SHARE = 0.6
 FLOAT_BYTES = 4
+# Patch 0018's default budget for the columns of a group of images (docs/ENGINE.md).
+CONV_BATCH_BYTES = 64 << 20
 
 
 def bytes_per_example(net) -> int:
@@ -99,7 +103,7 @@ def choose_batch(per_example: int, proposals: int, available: int, share: float 
 def cpu_batch(net, proposals: int, reserved: int = 0) -> int:
     """choose_batch for ``net`` on this machine, logged; ``reserved`` bytes
     (the pipelined run's queues) are taken off the available memory first."""
-    per, available = bytes_per_example(net), max(available_memory() - reserved, 0)
+    per, available = bytes_per_example(net), max(available_memory() - reserved - CONV_BATCH_BYTES, 0)
     batch = choose_batch(per, proposals, available)
     LOG.info("batch %d: %.0f MiB per proposal, %.1f GiB available (%.0f%% of it for the batch; --batch sets it)",
              batch, per / 2**20, available / 2**30, BATCH_SHARE * 100)

@@ -7,8 +7,13 @@ proposals and the full-size DeconvNet, in one run:
                              tools/fold_bn.py --no-rewrite: BatchNorm folded only
   caffe folded, batch 10     tools/fold_bn.py's net and weights (folded and rewritten)
   caffe folded, batch 50     one image's proposals in one pass
+  caffe folded per image, batch 10 and 50
+                             the same with CAFFE_CPU_CONV_BATCH_MIB=0: the
+                             convolutions image by image, as before patch
+                             0018 (the same code, bit for bit)
   torch BN, batch 50         the same architecture in PyTorch, eval mode
-  torch fused, batch 50      the same with BatchNorm fused into the convolutions
+  torch fused, batch 10 and 50
+                             the same with BatchNorm fused into the convolutions
 
 Each runs in its own process (its peak RSS is its own) on the same crops and
 the same weights (random, He-initialised, with non-trivial BatchNorm
@@ -17,8 +22,15 @@ faster of --repeats), the peak RSS, the scores' largest difference from the
 unfolded Caffe net's, and the per-image total: proposals (measured once),
 crops, forward, paste-back and aggregation, softmax and the dense CRF. Then
 `caffe time` at batch 10 gives the per-layer forward times of both Caffe
-nets: the top ten layers and the Unpooling layers' share. The vectorised
-paste-back is also timed against a per-proposal, per-channel loop.
+nets: the top ten layers and the Unpooling layers' share, and for the
+folded net each layer image by image against batched (patch 0018). Training:
+`caffe time` forward-backward of prototxt/benchmark_train_b8.prototxt (batch
+8) image by image and batched, against a PyTorch SGD step at batch 8. Each
+rate is also given in GFLOP/s (deconvnet.net.architecture.forward_macs; a
+training step counted as three forward passes) against the machine's peak
+(cores x clock x 32 float operations a cycle with AVX2 FMA, 64 with
+AVX-512: two FMA units assumed). The vectorised paste-back is also timed
+against a per-proposal, per-channel loop.
 
 Prints Markdown for docs/BENCHMARKS.md; --json writes the numbers. PyTorch
 is needed for its two rows (.venv/bin/pip install torch==2.13.0+cpu; without
@@ -41,21 +53,27 @@ import cv2
 import numpy as np
 
 from deconvnet.common.cli import PROTOTXT, ROOT, run_tool
-from deconvnet.common.machine import cpu_name
+from deconvnet.common.machine import cpu_name, peak_gflops
 from deconvnet.data.proposals import EdgeBoxParams, edge_boxes
 from deconvnet.data.synthetic import SyntheticSpec, render
 from deconvnet.infer.aggregation import paste_and_aggregate, proposal_batch, select_boxes, softmax
 from deconvnet.infer.crf import CRFParams, dense_crf
+from deconvnet.net.architecture import forward_macs
 
 CAFFE = ROOT / ".venv" / "bin" / "caffe"
 CONFIGS = {  # name: (side, batch, model: unfolded, fold_only, folded; torch: BN kept or fused)
     "caffe unfolded, batch 10": ("caffe", 10, "unfolded"),
     "caffe folded without rewrites, batch 10": ("caffe", 10, "fold_only"),
+    "caffe folded per image, batch 10": ("caffe", 10, "folded"),
     "caffe folded, batch 10": ("caffe", 10, "folded"),
+    "caffe folded per image, batch 50": ("caffe", 50, "folded"),
     "caffe folded, batch 50": ("caffe", 50, "folded"),
     "torch BN, batch 50": ("torch", 50, "unfolded"),
+    "torch fused, batch 10": ("torch", 10, "folded"),
     "torch fused, batch 50": ("torch", 50, "folded"),
 }
+# Patch 0018's switch: 0 runs every convolution image by image, the unpatched code.
+PER_IMAGE = {"CAFFE_CPU_CONV_BATCH_MIB": "0"}
 REFERENCE = "caffe unfolded, batch 10"
 FACTOR = 0.5  # BatchNorm's stored moving-average factor
 
@@ -137,8 +155,9 @@ def make_weights(folder: Path) -> None:
 
 
 def run_child(folder: Path, config: str, repeats: int) -> dict | None:
+    env = dict(os.environ, **(PER_IMAGE if "per image" in config else {}))
     result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", config, "--folder",
-                             str(folder), "--repeats", str(repeats)], capture_output=True, text=True)
+                             str(folder), "--repeats", str(repeats)], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         print(f"benchmark: {config} failed:\n{result.stderr[-3000:]}", file=sys.stderr)
         return None
@@ -148,9 +167,10 @@ def run_child(folder: Path, config: str, repeats: int) -> dict | None:
 LAYER_LINE = re.compile(r"\]\s+(\S+)\s+forward: ([\d.]+) ms\.")
 
 
-def layer_times(model: Path, batch: int, folder: Path) -> dict[str, float]:
+def layer_times(model: Path, batch: int, folder: Path, per_image: bool = False) -> dict[str, float]:
     """Per-layer forward ms from ``caffe time`` on ``model`` at ``batch``
-    (its fillers: zero input, so the values do not matter)."""
+    (its fillers: zero input, so the values do not matter); ``per_image``:
+    the convolutions image by image."""
     from google.protobuf import text_format
 
     from caffe.proto import caffe_pb2
@@ -160,7 +180,7 @@ def layer_times(model: Path, batch: int, folder: Path) -> dict[str, float]:
     param.layer[0].input_param.shape[0].dim[0] = batch
     timed = folder / f"time_{model.stem}.prototxt"
     timed.write_text(str(param))
-    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1", **(PER_IMAGE if per_image else {}))
     result = subprocess.run([str(CAFFE), "time", "-model", str(timed), "-iterations", "1"],
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -168,6 +188,28 @@ def layer_times(model: Path, batch: int, folder: Path) -> dict[str, float]:
     times = {m.group(1): float(m.group(2)) for m in LAYER_LINE.finditer(result.stderr + result.stdout)}
     types = {layer.name: layer.type for layer in param.layer}
     return {f"{name} ({types.get(name, '?')})": ms for name, ms in times.items()}
+
+
+FORWARD_BACKWARD = re.compile(r"Average Forward-Backward: ([\d.]+) ms")
+
+
+def caffe_training_seconds(per_image: bool, iterations: int = 2) -> float:
+    """Seconds of one forward-backward pass of the full net at batch 8
+    (prototxt/benchmark_train_b8.prototxt: DummyData, train-mode BatchNorm)."""
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1", **(PER_IMAGE if per_image else {}))
+    result = subprocess.run([str(CAFFE), "time", "-model", str(PROTOTXT / "benchmark_train_b8.prototxt"),
+                             "-iterations", str(iterations)], capture_output=True, text=True, env=env)
+    found = FORWARD_BACKWARD.search(result.stderr + result.stdout)
+    if result.returncode != 0 or not found:
+        raise SystemExit(f"benchmark: caffe time (training) failed:\n{result.stderr[-3000:]}")
+    return float(found.group(1)) / 1e3
+
+
+def torch_training_seconds(iterations: int = 2) -> float:
+    """Seconds of one PyTorch SGD step of the same net at batch 8 (one pass)."""
+    from deconvnet.bench.torch_benchmark import run
+
+    return 8 / run("cpu", batch=8, iter_size=1, iterations=iterations, forward=False)["train_samples_per_s"]
 
 
 def aggregation_ratio(folder: Path, repeats: int) -> tuple[float, float]:
@@ -298,22 +340,29 @@ def child(config: str, folder: Path, repeats: int) -> dict:
 
 # --- the report -----------------------------------------------------------------
 
-def report(results: dict, layers: dict, proposal_s: float, aggregation: tuple[float, float], repeats: int) -> str:
+def report(results: dict, layers: dict, proposal_s: float, aggregation: tuple[float, float], repeats: int,
+           training: dict | None = None, proposals: int = 50) -> str:
     torch_info = next((f"; PyTorch {r['torch']}" for r in results.values() if r and "torch" in r), "")
+    peak, counted = peak_gflops()
+    image_gflop = 2 * forward_macs() * proposals / 1e9
     lines = [f"Inference of one 500x375 image, 50 proposals, full DeconvNet (Table 2), CPU; forward: the faster "
-             f"of {repeats}", f"Machine: {cpu_name()}, {os.cpu_count()} cores; Caffe with OpenBLAS{torch_info}", "",
-             "| configuration | forward (s) | peak RSS (MiB) | per-image total (s) | scores within 1e-4 of the "
-             "range of the unfolded's (largest difference) | labels agree |", "|---|---|---|---|---|---|"]
+             f"of {repeats}", f"Machine: {cpu_name()}, {os.cpu_count()} cores; Caffe with OpenBLAS{torch_info}; "
+             f"peak {peak:.0f} GFLOP/s ({counted}); the forward pass of the image's proposals is "
+             f"{image_gflop:.0f} GFLOP", "",
+             "| configuration | forward (s) | GFLOP/s (of peak) | peak RSS (MiB) | per-image total (s) | scores "
+             "within 1e-4 of the range of the unfolded's (largest difference) | labels agree |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         if r is None:
-            lines.append(f"| {name} | not run | | | | |")
+            lines.append(f"| {name} | not run | | | | | |")
             continue
         total = proposal_s + sum(r["times"].values())
         diff = ("reference" if name == REFERENCE
                 else f"{r['share_within_1e-4'] * 100:.3f}% ({r['max_diff_rel']:.1e})")
         agree = "" if name == REFERENCE else f"{r['label_agreement'] * 100:.3f}%"
-        lines.append(f"| {name} | {r['times']['forward']:.2f} | {r['peak_rss_mib']:.0f} | {total:.2f} | {diff} | "
-                     f"{agree} |")
+        rate = image_gflop / r["times"]["forward"]
+        lines.append(f"| {name} | {r['times']['forward']:.2f} | {rate:.0f} ({rate / peak * 100:.0f}%) | "
+                     f"{r['peak_rss_mib']:.0f} | {total:.2f} | {diff} | {agree} |")
     lines += ["", f"Per-image total: proposals {proposal_s:.2f} s (edge boxes, once) + crops + forward + "
               "paste-back/aggregation/softmax + dense CRF (10 iterations).", ""]
 
@@ -336,6 +385,14 @@ def report(results: dict, layers: dict, proposal_s: float, aggregation: tuple[fl
               f"{ratio('caffe folded, batch 50', REFERENCE, 'rss')} |",
               f"| forward, Caffe folded batch 50 / PyTorch fused batch 50 (target <= 1.0) | "
               f"{ratio('caffe folded, batch 50', 'torch fused, batch 50', 'forward')} |",
+              f"| forward, Caffe folded per image batch 50 / PyTorch fused batch 50 (before patch 0018) | "
+              f"{ratio('caffe folded per image, batch 50', 'torch fused, batch 50', 'forward')} |",
+              f"| forward, Caffe folded batch 10 / PyTorch fused batch 10 | "
+              f"{ratio('caffe folded, batch 10', 'torch fused, batch 10', 'forward')} |",
+              f"| forward, folded per image / batched, batch 10 (patch 0018's gain) | "
+              f"{ratio('caffe folded per image, batch 10', 'caffe folded, batch 10', 'forward')} |",
+              f"| forward, folded per image / batched, batch 50 (patch 0018's gain) | "
+              f"{ratio('caffe folded per image, batch 50', 'caffe folded, batch 50', 'forward')} |",
               f"| forward, PyTorch BN / PyTorch fused | "
               f"{ratio('torch BN, batch 50', 'torch fused, batch 50', 'forward')} |"]
     r50, ref = results.get("caffe folded, batch 50"), results.get(REFERENCE)
@@ -350,6 +407,13 @@ def report(results: dict, layers: dict, proposal_s: float, aggregation: tuple[fl
                   f"{fixed['caffe folded, batch 50']:.0f} MiB. Unfolded at batch 50 would peak near "
                   f"{fixed[REFERENCE] + 50 * ref['counted_mib_per_proposal']:.0f} MiB (not run: more than this "
                   "machine has)."]
+    if training:
+        step_gflop = 3 * 2 * forward_macs() * 8 / 1e9
+        lines += ["", f"Training, forward + backward at batch 8 ({step_gflop:.0f} GFLOP a step, counted as three "
+                  "forward passes):", "", "| trainer | s per step | GFLOP/s (of peak) |", "|---|---|---|"]
+        for name, seconds in training.items():
+            rate = step_gflop / seconds
+            lines.append(f"| {name} | {seconds:.2f} | {rate:.0f} ({rate / peak * 100:.0f}%) |")
     vec, loop = aggregation
     lines += ["", f"Paste-back + aggregation: vectorised {vec * 1e3:.0f} ms vs per-proposal, per-channel loop "
               f"{loop * 1e3:.0f} ms (same results): {loop / vec:.1f}x faster", ""]
@@ -366,6 +430,16 @@ def report(results: dict, layers: dict, proposal_s: float, aggregation: tuple[fl
             kinds[kind] = kinds.get(kind, 0) + ms
         lines += ["", "By type: " + ", ".join(f"{k} {v / total * 100:.1f}%"
                                             for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])), ""]
+    before, after = layers.get("folded, per image"), layers.get("folded")
+    if before and after:
+        lines += ["`caffe time` of the folded net at batch 10, each layer image by image (before patch 0018) and "
+                  "batched, the ten slowest before:", "", "| layer | per image ms | batched ms | ratio |",
+                  "|---|---|---|---|"]
+        for layer, ms in sorted(before.items(), key=lambda kv: -kv[1])[:10]:
+            lines.append(f"| {layer} | {ms:.0f} | {after.get(layer, float('nan')):.0f} | "
+                         f"{ms / after.get(layer, float('nan')):.2f} |")
+        lines += ["", f"Total: {sum(before.values()) / 1e3:.2f} s per image, {sum(after.values()) / 1e3:.2f} s "
+                  "batched.", ""]
     return "\n".join(lines)
 
 
@@ -375,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="forward passes timed per configuration")
     parser.add_argument("--only", nargs="*", choices=list(CONFIGS), help="run only these (the reference always)")
     parser.add_argument("--no-layers", action="store_true", help="skip the `caffe time` breakdown")
+    parser.add_argument("--no-training", action="store_true", help="skip the training steps")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     parser.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
@@ -401,13 +476,21 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = run_child(folder, name, args.repeats)
         layers = {} if args.no_layers else {
             "unfolded": layer_times(PROTOTXT / "deconvnet_deploy.prototxt", 10, folder),
-            "folded": layer_times(folder / "folded.prototxt", 10, folder)}
+            "folded": layer_times(folder / "folded.prototxt", 10, folder),
+            "folded, per image": layer_times(folder / "folded.prototxt", 10, folder, per_image=True)}
         aggregation = aggregation_ratio(folder, 3)
-    text = report(results, layers, proposal_s, aggregation, args.repeats)
+    training = None
+    if not args.no_training:
+        print("benchmark: training steps ...", file=sys.stderr)
+        training = {"Caffe, per image (before patch 0018)": caffe_training_seconds(per_image=True),
+                    "Caffe, batched": caffe_training_seconds(per_image=False)}
+        if have_torch:
+            training["PyTorch"] = torch_training_seconds()
+    text = report(results, layers, proposal_s, aggregation, args.repeats, training, args.proposals)
     print(text)
     if args.json:
         args.json.write_text(json.dumps(dict(results=results, layers=layers, proposal_s=proposal_s,
-                                             aggregation=aggregation), indent=2) + "\n")
+                                             aggregation=aggregation, training=training), indent=2) + "\n")
     return 0
 
 
