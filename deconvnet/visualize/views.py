@@ -29,6 +29,8 @@ def top9(projector: Projector, images: ImageSet, units: list[int], out: Path, fo
          k: int = TOP, source: str = "") -> dict:
     """top9_<layer>.png and .json in ``out``: for each unit its k strongest
     activations' projections and image patches; returns the JSON record."""
+    if not units or not images.names:
+        raise ValueError(f"top-{k}: no {'units' if not units else 'images'} to show")
     found_peaks = found_peaks or peaks(projector, images.images)
     found = found_peaks.top(units, k)
     projections = project(projector, images.images, found)
