@@ -36,14 +36,15 @@ def top9(projector: Projector, images: ImageSet, units: list[int], out: Path, fo
     projections = project(projector, images.images, found)
     blocks, record = [], {}
     for unit, activations in found.items():
+        fields = [projector.receptive_field(a.y, a.x) for a in activations]
         # Cut to the image: a deep unit's field can be far larger than the input.
-        boxes = [_clipped(projector.receptive_field(a.y, a.x), projector.size) for a in activations]
+        boxes = [_clipped(field, projector.size) for field in fields]
         blocks.append(render.unit_block(
             [render.projection_cell(p, box) for p, box in zip(projections[unit], boxes, strict=True)],
             [render.patch_cell(images.images[a.image], box) for a, box in zip(activations, boxes, strict=True)],
             f"{projector.layer} unit {unit}"))
-        record[str(unit)] = [_record(images, a, projector.receptive_field(a.y, a.x), projector.size)
-                             for a in activations]
+        record[str(unit)] = [_record(images, a, field, projector.size)
+                             for a, field in zip(activations, fields, strict=True)]
     picture = render.write_picture(out / f"top9_{projector.layer}.png", render.blocks_grid(blocks))
     result = dict(layer=projector.layer, images=source, image_count=len(images.names), input_size=list(projector.size),
                   keep="max", top=k, units=record, picture=picture.name)

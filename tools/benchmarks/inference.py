@@ -61,16 +61,16 @@ from deconvnet.infer.crf import CRFParams, dense_crf
 from deconvnet.net.architecture import forward_macs
 
 CAFFE = ROOT / ".venv" / "bin" / "caffe"
-CONFIGS = {  # name: (side, batch, model: unfolded, fold_only, folded; torch: BN kept or fused)
-    "caffe unfolded, batch 10": ("caffe", 10, "unfolded"),
-    "caffe folded without rewrites, batch 10": ("caffe", 10, "fold_only"),
-    "caffe folded per image, batch 10": ("caffe", 10, "folded"),
-    "caffe folded, batch 10": ("caffe", 10, "folded"),
-    "caffe folded per image, batch 50": ("caffe", 50, "folded"),
-    "caffe folded, batch 50": ("caffe", 50, "folded"),
-    "torch BN, batch 50": ("torch", 50, "unfolded"),
-    "torch fused, batch 10": ("torch", 10, "folded"),
-    "torch fused, batch 50": ("torch", 50, "folded"),
+CONFIGS = {  # name: (side, batch, model: unfolded, fold_only, folded; torch: BN kept or fused; per image)
+    "caffe unfolded, batch 10": ("caffe", 10, "unfolded", False),
+    "caffe folded without rewrites, batch 10": ("caffe", 10, "fold_only", False),
+    "caffe folded per image, batch 10": ("caffe", 10, "folded", True),
+    "caffe folded, batch 10": ("caffe", 10, "folded", False),
+    "caffe folded per image, batch 50": ("caffe", 50, "folded", True),
+    "caffe folded, batch 50": ("caffe", 50, "folded", False),
+    "torch BN, batch 50": ("torch", 50, "unfolded", False),
+    "torch fused, batch 10": ("torch", 10, "folded", False),
+    "torch fused, batch 50": ("torch", 50, "folded", False),
 }
 # Patch 0018's switch: 0 runs every convolution image by image, the unpatched code.
 PER_IMAGE = {"CAFFE_CPU_CONV_BATCH_MIB": "0"}
@@ -155,7 +155,7 @@ def make_weights(folder: Path) -> None:
 
 
 def run_child(folder: Path, config: str, repeats: int) -> dict | None:
-    env = dict(os.environ, **(PER_IMAGE if "per image" in config else {}))
+    env = dict(os.environ, **(PER_IMAGE if CONFIGS[config][3] else {}))
     result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", config, "--folder",
                              str(folder), "--repeats", str(repeats)], capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -291,7 +291,7 @@ def torch_scorer(folder: Path, batch: int, fused: bool):
 
 
 def child(config: str, folder: Path, repeats: int) -> dict:
-    side, batch, variant = CONFIGS[config]
+    side, batch, variant, _ = CONFIGS[config]
     image = cv2.imread(str(folder / "image.png"))
     boxes = np.load(folder / "boxes.npy")
     scores = (caffe_scorer(folder, batch, variant) if side == "caffe"
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         proposal_s = make_inputs(folder, args.proposals)
         make_weights(folder)
         results = {}
-        for name, (side, _, _) in CONFIGS.items():
+        for name, (side, _, _, _) in CONFIGS.items():
             wanted = name == REFERENCE or not args.only or name in args.only
             if wanted and (side == "caffe" or have_torch):
                 print(f"benchmark: {name} ...", file=sys.stderr)
