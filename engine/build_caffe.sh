@@ -140,7 +140,7 @@ cmake_flags=(
   -DBUILD_python_layer=OFF
   # Only our layers' gtests and those of the layers our patches change (plus
   # gtest's main): the full suite takes long.
-  -DBUILD_only_tests=unpooling_layer,batched_conv_layer,convolution_layer,deconvolution_layer
+  -DBUILD_only_tests=unpooling_layer,batched_conv_layer,winograd_conv_layer,convolution_layer,deconvolution_layer
 )
 
 if [ "$variant" = cuda ]; then

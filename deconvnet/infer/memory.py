@@ -7,7 +7,8 @@ buffers the size of their input besides: BatchNorm two (``x_norm_`` and
 pass that inference never runs). Those are counted from the loaded net;
 convolution buffers and the weights do not grow with the batch, nor do the
 buffers of patch 0018's batched CPU convolution (at most
-CAFFE_CPU_CONV_BATCH_MIB, 64 MiB, a thread), which are set aside. The count
+CAFFE_CPU_CONV_BATCH_MIB, 64 MiB, a thread) and patch 0019's transformed
+Winograd filters (16 MiB for VGG's 512x512 layers), which are set aside. The count
 agrees with the peak memory measured by tools/benchmarks/inference.py
 (docs/BENCHMARKS.md)."""
 from __future__ import annotations
@@ -27,8 +28,9 @@ INPUT_COPIES = {"BatchNorm": 2, "Scale": 1}
 # score maps of all proposals, aggregation, the CRF and FCN-8s.
 BATCH_SHARE = 0.6
 FLOAT_BYTES = 4
-# Patch 0018's default budget for the columns of a group of images (docs/ENGINE.md).
-CONV_BATCH_BYTES = 64 << 20
+# Patch 0018's default budget for the columns of a group of images, and patch
+# 0019's filters transformed for Winograd's F(2x2, 3x3) (docs/ENGINE.md).
+CONV_BATCH_BYTES = (64 + 16) << 20
 
 
 def bytes_per_example(net) -> int:

@@ -2,15 +2,19 @@
 """Benchmark: per-image CPU inference of one 500x375 image with 50 edge-box
 proposals and the full-size DeconvNet, in one run:
 
-  caffe unfolded, batch 10   the deploy net with BatchNorm and Scale
+  caffe unfolded per image, batch 10
+                             the deploy net with BatchNorm and Scale, its
+                             convolutions image by image (CAFFE_CPU_CONV_BATCH_MIB=0:
+                             the code before patches 0018 and 0019, bit for bit)
   caffe folded without rewrites, batch 10
                              tools/fold_bn.py --no-rewrite: BatchNorm folded only
   caffe folded, batch 10     tools/fold_bn.py's net and weights (folded and rewritten)
   caffe folded, batch 50     one image's proposals in one pass
   caffe folded per image, batch 10 and 50
-                             the same with CAFFE_CPU_CONV_BATCH_MIB=0: the
-                             convolutions image by image, as before patch
-                             0018 (the same code, bit for bit)
+                             the same image by image, as before patch 0018
+  caffe folded im2col, batch 10 and 50
+                             the same with CAFFE_CPU_CONV_WINOGRAD=0: groups of
+                             images by im2col (patch 0018 without 0019)
   torch BN, batch 50         the same architecture in PyTorch, eval mode
   torch fused, batch 10 and 50
                              the same with BatchNorm fused into the convolutions
@@ -23,9 +27,10 @@ unfolded Caffe net's, and the per-image total: proposals (measured once),
 crops, forward, paste-back and aggregation, softmax and the dense CRF. Then
 `caffe time` at batch 10 gives the per-layer forward times of both Caffe
 nets: the top ten layers and the Unpooling layers' share, and for the
-folded net each layer image by image against batched (patch 0018). Training:
+folded net each layer image by image (before patch 0018), in groups by
+im2col (0018) and as shipped (0019's Winograd for 3x3 layers). Training:
 `caffe time` forward-backward of prototxt/benchmark_train_b8.prototxt (batch
-8) image by image and batched, against a PyTorch SGD step at batch 8. Each
+8) the same three ways, against a PyTorch SGD step at batch 8. Each
 rate is also given in GFLOP/s (deconvnet.net.architecture.forward_macs; a
 training step counted as three forward passes) against the machine's peak
 (cores x clock x 32 float operations a cycle with AVX2 FMA, 64 with
@@ -61,20 +66,24 @@ from deconvnet.infer.crf import CRFParams, dense_crf
 from deconvnet.net.architecture import forward_macs
 
 CAFFE = ROOT / ".venv" / "bin" / "caffe"
-CONFIGS = {  # name: (side, batch, model: unfolded, fold_only, folded; torch: BN kept or fused; per image)
-    "caffe unfolded, batch 10": ("caffe", 10, "unfolded", False),
-    "caffe folded without rewrites, batch 10": ("caffe", 10, "fold_only", False),
-    "caffe folded per image, batch 10": ("caffe", 10, "folded", True),
-    "caffe folded, batch 10": ("caffe", 10, "folded", False),
-    "caffe folded per image, batch 50": ("caffe", 50, "folded", True),
-    "caffe folded, batch 50": ("caffe", 50, "folded", False),
-    "torch BN, batch 50": ("torch", 50, "unfolded", False),
-    "torch fused, batch 10": ("torch", 10, "folded", False),
-    "torch fused, batch 50": ("torch", 50, "folded", False),
+# How Caffe's CPU convolutions run: as shipped (patch 0019's Winograd for 3x3
+# stride-1 layers, 0018's groups of images for the rest), by im2col in groups
+# (0018 alone), or image by image (the unpatched code).
+CONV_ENV = {"shipped": {}, "im2col": {"CAFFE_CPU_CONV_WINOGRAD": "0"}, "per image": {"CAFFE_CPU_CONV_BATCH_MIB": "0"}}
+CONFIGS = {  # name: (side, batch, model: unfolded, fold_only, folded; torch: BN kept or fused; CONV_ENV key)
+    "caffe unfolded per image, batch 10": ("caffe", 10, "unfolded", "per image"),
+    "caffe folded without rewrites, batch 10": ("caffe", 10, "fold_only", "shipped"),
+    "caffe folded per image, batch 10": ("caffe", 10, "folded", "per image"),
+    "caffe folded im2col, batch 10": ("caffe", 10, "folded", "im2col"),
+    "caffe folded, batch 10": ("caffe", 10, "folded", "shipped"),
+    "caffe folded per image, batch 50": ("caffe", 50, "folded", "per image"),
+    "caffe folded im2col, batch 50": ("caffe", 50, "folded", "im2col"),
+    "caffe folded, batch 50": ("caffe", 50, "folded", "shipped"),
+    "torch BN, batch 50": ("torch", 50, "unfolded", "shipped"),
+    "torch fused, batch 10": ("torch", 10, "folded", "shipped"),
+    "torch fused, batch 50": ("torch", 50, "folded", "shipped"),
 }
-# Patch 0018's switch: 0 runs every convolution image by image, the unpatched code.
-PER_IMAGE = {"CAFFE_CPU_CONV_BATCH_MIB": "0"}
-REFERENCE = "caffe unfolded, batch 10"
+REFERENCE = "caffe unfolded per image, batch 10"
 FACTOR = 0.5  # BatchNorm's stored moving-average factor
 
 
@@ -155,7 +164,7 @@ def make_weights(folder: Path) -> None:
 
 
 def run_child(folder: Path, config: str, repeats: int) -> dict | None:
-    env = dict(os.environ, **(PER_IMAGE if CONFIGS[config][3] else {}))
+    env = dict(os.environ, **CONV_ENV[CONFIGS[config][3]])
     result = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", config, "--folder",
                              str(folder), "--repeats", str(repeats)], capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -167,10 +176,10 @@ def run_child(folder: Path, config: str, repeats: int) -> dict | None:
 LAYER_LINE = re.compile(r"\]\s+(\S+)\s+forward: ([\d.]+) ms\.")
 
 
-def layer_times(model: Path, batch: int, folder: Path, per_image: bool = False) -> dict[str, float]:
+def layer_times(model: Path, batch: int, folder: Path, conv: str = "shipped") -> dict[str, float]:
     """Per-layer forward ms from ``caffe time`` on ``model`` at ``batch``
-    (its fillers: zero input, so the values do not matter); ``per_image``:
-    the convolutions image by image."""
+    (its fillers: zero input, so the values do not matter); ``conv``: a
+    CONV_ENV key."""
     from google.protobuf import text_format
 
     from caffe.proto import caffe_pb2
@@ -180,7 +189,7 @@ def layer_times(model: Path, batch: int, folder: Path, per_image: bool = False) 
     param.layer[0].input_param.shape[0].dim[0] = batch
     timed = folder / f"time_{model.stem}.prototxt"
     timed.write_text(str(param))
-    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1", **(PER_IMAGE if per_image else {}))
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1", **CONV_ENV[conv])
     result = subprocess.run([str(CAFFE), "time", "-model", str(timed), "-iterations", "1"],
                             capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -193,10 +202,11 @@ def layer_times(model: Path, batch: int, folder: Path, per_image: bool = False) 
 FORWARD_BACKWARD = re.compile(r"Average Forward-Backward: ([\d.]+) ms")
 
 
-def caffe_training_seconds(per_image: bool, iterations: int = 2) -> float:
+def caffe_training_seconds(conv: str, iterations: int = 2) -> float:
     """Seconds of one forward-backward pass of the full net at batch 8
-    (prototxt/benchmark_train_b8.prototxt: DummyData, train-mode BatchNorm)."""
-    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1", **(PER_IMAGE if per_image else {}))
+    (prototxt/benchmark_train_b8.prototxt: DummyData, train-mode BatchNorm);
+    ``conv``: a CONV_ENV key."""
+    env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1", **CONV_ENV[conv])
     result = subprocess.run([str(CAFFE), "time", "-model", str(PROTOTXT / "benchmark_train_b8.prototxt"),
                              "-iterations", str(iterations)], capture_output=True, text=True, env=env)
     found = FORWARD_BACKWARD.search(result.stderr + result.stdout)
@@ -375,10 +385,8 @@ def report(results: dict, layers: dict, proposal_s: float, aggregation: tuple[fl
         return f"{va / vb:.2f}"
 
     lines += ["| ratio | value |", "|---|---|",
-              f"| forward, unfolded / folded without rewrites, batch 10 | "
-              f"{ratio(REFERENCE, 'caffe folded without rewrites, batch 10', 'forward')} |",
-              f"| forward, unfolded / folded, batch 10 (target >= 1.3) | "
-              f"{ratio(REFERENCE, 'caffe folded, batch 10', 'forward')} |",
+              f"| forward, unfolded / folded, batch 10, both image by image (target >= 1.3) | "
+              f"{ratio(REFERENCE, 'caffe folded per image, batch 10', 'forward')} |",
               f"| forward, folded batch 10 / folded batch 50 | "
               f"{ratio('caffe folded, batch 10', 'caffe folded, batch 50', 'forward')} |",
               f"| peak RSS, folded batch 50 / unfolded batch 10 | "
@@ -389,9 +397,17 @@ def report(results: dict, layers: dict, proposal_s: float, aggregation: tuple[fl
               f"{ratio('caffe folded per image, batch 50', 'torch fused, batch 50', 'forward')} |",
               f"| forward, Caffe folded batch 10 / PyTorch fused batch 10 | "
               f"{ratio('caffe folded, batch 10', 'torch fused, batch 10', 'forward')} |",
-              f"| forward, folded per image / batched, batch 10 (patch 0018's gain) | "
-              f"{ratio('caffe folded per image, batch 10', 'caffe folded, batch 10', 'forward')} |",
-              f"| forward, folded per image / batched, batch 50 (patch 0018's gain) | "
+              f"| forward, Caffe folded im2col batch 50 / PyTorch fused batch 50 (before patch 0019) | "
+              f"{ratio('caffe folded im2col, batch 50', 'torch fused, batch 50', 'forward')} |",
+              f"| forward, folded per image / im2col in groups, batch 10 (patch 0018's gain) | "
+              f"{ratio('caffe folded per image, batch 10', 'caffe folded im2col, batch 10', 'forward')} |",
+              f"| forward, folded per image / im2col in groups, batch 50 (patch 0018's gain) | "
+              f"{ratio('caffe folded per image, batch 50', 'caffe folded im2col, batch 50', 'forward')} |",
+              f"| forward, folded im2col / shipped, batch 10 (patch 0019's gain) | "
+              f"{ratio('caffe folded im2col, batch 10', 'caffe folded, batch 10', 'forward')} |",
+              f"| forward, folded im2col / shipped, batch 50 (patch 0019's gain) | "
+              f"{ratio('caffe folded im2col, batch 50', 'caffe folded, batch 50', 'forward')} |",
+              f"| forward, folded per image / shipped, batch 50 (both patches) | "
               f"{ratio('caffe folded per image, batch 50', 'caffe folded, batch 50', 'forward')} |",
               f"| forward, PyTorch BN / PyTorch fused | "
               f"{ratio('torch BN, batch 50', 'torch fused, batch 50', 'forward')} |"]
@@ -430,16 +446,17 @@ def report(results: dict, layers: dict, proposal_s: float, aggregation: tuple[fl
             kinds[kind] = kinds.get(kind, 0) + ms
         lines += ["", "By type: " + ", ".join(f"{k} {v / total * 100:.1f}%"
                                             for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])), ""]
-    before, after = layers.get("folded, per image"), layers.get("folded")
-    if before and after:
-        lines += ["`caffe time` of the folded net at batch 10, each layer image by image (before patch 0018) and "
-                  "batched, the ten slowest before:", "", "| layer | per image ms | batched ms | ratio |",
-                  "|---|---|---|---|"]
+    before, middle, after = (layers.get(k) for k in ("folded, per image", "folded, im2col", "folded"))
+    if before and middle and after:
+        lines += ["`caffe time` of the folded net at batch 10, each layer image by image (before patch 0018), by "
+                  "im2col in groups (0018) and as shipped (0019: Winograd for 3x3 layers), the ten slowest before:",
+                  "", "| layer | per image ms | im2col ms | shipped ms | per image / shipped |",
+                  "|---|---|---|---|---|"]
         for layer, ms in sorted(before.items(), key=lambda kv: -kv[1])[:10]:
-            lines.append(f"| {layer} | {ms:.0f} | {after.get(layer, float('nan')):.0f} | "
-                         f"{ms / after.get(layer, float('nan')):.2f} |")
-        lines += ["", f"Total: {sum(before.values()) / 1e3:.2f} s per image, {sum(after.values()) / 1e3:.2f} s "
-                  "batched.", ""]
+            lines.append(f"| {layer} | {ms:.0f} | {middle.get(layer, float('nan')):.0f} | "
+                         f"{after.get(layer, float('nan')):.0f} | {ms / after.get(layer, float('nan')):.2f} |")
+        lines += ["", f"Total: {sum(before.values()) / 1e3:.2f} s per image, {sum(middle.values()) / 1e3:.2f} s "
+                  f"im2col in groups, {sum(after.values()) / 1e3:.2f} s shipped.", ""]
     return "\n".join(lines)
 
 
@@ -477,13 +494,15 @@ def main(argv: list[str] | None = None) -> int:
         layers = {} if args.no_layers else {
             "unfolded": layer_times(PROTOTXT / "deconvnet_deploy.prototxt", 10, folder),
             "folded": layer_times(folder / "folded.prototxt", 10, folder),
-            "folded, per image": layer_times(folder / "folded.prototxt", 10, folder, per_image=True)}
+            "folded, im2col": layer_times(folder / "folded.prototxt", 10, folder, "im2col"),
+            "folded, per image": layer_times(folder / "folded.prototxt", 10, folder, "per image")}
         aggregation = aggregation_ratio(folder, 3)
     training = None
     if not args.no_training:
         print("benchmark: training steps ...", file=sys.stderr)
-        training = {"Caffe, per image (before patch 0018)": caffe_training_seconds(per_image=True),
-                    "Caffe, batched": caffe_training_seconds(per_image=False)}
+        training = {"Caffe, per image (before patch 0018)": caffe_training_seconds("per image"),
+                    "Caffe, im2col in groups (patch 0018)": caffe_training_seconds("im2col"),
+                    "Caffe, shipped (0019: Winograd forward)": caffe_training_seconds("shipped")}
         if have_torch:
             training["PyTorch"] = torch_training_seconds()
     text = report(results, layers, proposal_s, aggregation, args.repeats, training, args.proposals)
