@@ -97,16 +97,17 @@ def test_batched_gtests_pass(cpu_prefix):
     dilated, strided and padded convolutions and deconvolutions, the group
     size's memory bound; Winograd against a direct convolution in double,
     pads 0 to 3, odd sizes, grouped, blocks across images, a reference that
-    must fail) and the layers' own gtests on the CPU."""
+    must fail; Winograd's input gradients against im2col's) and the layers'
+    own gtests on the CPU."""
     testbin = cpu_prefix / "bin" / "test.testbin"
     out = subprocess.run([str(testbin), "--gtest_filter=*BatchedConvolution*:*WinogradConvolution*:"
                           "*ConvolutionLayerTest*:*DeconvolutionLayerTest*:-*GPU*:*CuDNN*"],
                          capture_output=True, text=True, timeout=1200, env=dict(os.environ, GLOG_minloglevel="2"))
     assert out.returncode == 0, out.stdout[-4000:]
     assert "[  PASSED  ]" in out.stdout and "FAILED" not in out.stdout
-    # 12 batched and 11 Winograd cases for float and for double, and the layers' own 40 on the CPU.
+    # 12 batched and 12 Winograd cases for float and for double, and the layers' own 40 on the CPU.
     for dtype in (0, 1):
         assert f"12 tests from BatchedConvolutionTest/{dtype} " in out.stdout
-        assert f"11 tests from WinogradConvolutionTest/{dtype} " in out.stdout
+        assert f"12 tests from WinogradConvolutionTest/{dtype} " in out.stdout
     ran = int(out.stdout.rsplit("[  PASSED  ] ", 1)[1].split()[0])
-    assert ran == 24 + 22 + 40, out.stdout[-2000:]
+    assert ran == 24 + 24 + 40, out.stdout[-2000:]

@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         print("benchmark: training steps ...", file=sys.stderr)
         training = {"Caffe, per image (before patch 0018)": caffe_training_seconds("per image"),
                     "Caffe, im2col in groups (patch 0018)": caffe_training_seconds("im2col"),
-                    "Caffe, shipped (0019: Winograd forward)": caffe_training_seconds("shipped")}
+                    "Caffe, shipped (0019: Winograd forward and backward)": caffe_training_seconds("shipped")}
         if have_torch:
             training["PyTorch"] = torch_training_seconds()
     text = report(results, layers, proposal_s, aggregation, args.repeats, training, args.proposals)

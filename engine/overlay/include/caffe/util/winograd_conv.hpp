@@ -1,8 +1,10 @@
 // Winograd's minimal filtering F(2x2, 3x3) (Lavin and Gray, "Fast
 // Algorithms for Convolutional Neural Networks", CVPR 2016) for the CPU
-// forward pass of 3x3, stride-1, undilated 2-d Convolution and
-// Deconvolution layers: 16 multiplications per 2x2 output block instead of
-// 36, the products done as 16 GEMMs over blocks of many images at once.
+// passes of 3x3, stride-1, undilated 2-d Convolution and Deconvolution
+// layers: 16 multiplications per 2x2 output block instead of 36, the
+// products done as 16 GEMMs over blocks of many images at once. The
+// forward pass and the input gradient (a convolution too) by
+// winograd_conv3x3_cpu, the weight gradient by its adjoint.
 #ifndef CAFFE_UTIL_WINOGRAD_CONV_HPP_
 #define CAFFE_UTIL_WINOGRAD_CONV_HPP_
 
@@ -47,6 +49,20 @@ template <typename Dtype>
 void winograd_conv3x3_cpu(const WinogradGeometry& g, const Dtype* filters,
     const Dtype* input, const Dtype* bias, int chunk_tiles,
     Dtype* tile_buffer, Dtype* product_buffer, Dtype* output);
+
+// The weight gradient, in the Winograd domain: filter_diff (as `filters`
+// above) = the sum over all tiles of (A dY A^T) (B^T d B)^T, dY the output
+// gradient of a 2x2 block and d its 4x4 input tile. Buffers as above.
+template <typename Dtype>
+void winograd_filter_gradient_cpu(const WinogradGeometry& g,
+    const Dtype* input, const Dtype* output_diff, int chunk_tiles,
+    Dtype* tile_buffer, Dtype* product_buffer, Dtype* filter_diff);
+
+// Adds G^T filter_diff G, the gradient of the blob that
+// winograd_transform_filters read (same `deconvolution`), to `weight_diff`.
+template <typename Dtype>
+void winograd_add_weight_gradient(const WinogradGeometry& g,
+    const Dtype* filter_diff, bool deconvolution, Dtype* weight_diff);
 
 }  // namespace caffe
 

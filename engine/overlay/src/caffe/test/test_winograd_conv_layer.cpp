@@ -5,6 +5,9 @@
 // the filter), on odd and even sizes, pads 0 to 3, grouped layers, no bias,
 // and blocks of tiles that cut across images. A deconvolution reference
 // that forgets the filters' transposition shows the comparison can fail.
+// The input gradients (a Convolution's is a Deconvolution, and the other way
+// round) and the weight and bias gradients are compared with those of the
+// im2col path, which Caffe's gradient checks cover.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -17,6 +20,7 @@
 #include "caffe/filler.hpp"
 #include "caffe/layers/conv_layer.hpp"
 #include "caffe/layers/deconv_layer.hpp"
+#include "caffe/util/math_functions.hpp"
 
 #include "caffe/test/test_caffe_main.hpp"
 
@@ -71,6 +75,18 @@ class WinogradConvolutionTest : public CPUDeviceTest<Dtype> {
     }
     layer->SetUp(bottom_vec_, top_vec_);
     layer->Forward(bottom_vec_, top_vec_);
+    Blob<Dtype> top_diff;
+    top_diff.ReshapeLike(*top_);
+    filler.Fill(&top_diff);
+    caffe_copy(top_->count(), top_diff.cpu_data(), top_->mutable_cpu_diff());
+    layer->Backward(top_vec_, vector<bool>(1, true), bottom_vec_);
+    gradients_.assign(1, std::vector<Dtype>(bottom_->cpu_diff(),
+        bottom_->cpu_diff() + bottom_->count()));
+    for (int b = 0; b < layer->blobs().size(); ++b) {
+      const Blob<Dtype>& blob = *layer->blobs()[b];
+      gradients_.push_back(std::vector<Dtype>(blob.cpu_diff(),
+          blob.cpu_diff() + blob.count()));
+    }
     const Blob<Dtype>& w = *layer->blobs()[0];
     weights_.assign(w.cpu_data(), w.cpu_data() + w.count());
     bias_.assign(c.outputs, 0.);
@@ -184,6 +200,8 @@ class WinogradConvolutionTest : public CPUDeviceTest<Dtype> {
   vector<Blob<Dtype>*> bottom_vec_;
   vector<Blob<Dtype>*> top_vec_;
   std::vector<double> weights_, bias_;
+  // The last Run's input gradient, then its weight and bias gradients.
+  std::vector<std::vector<Dtype> > gradients_;
 };
 
 TYPED_TEST_CASE(WinogradConvolutionTest, TestDtypes);
@@ -250,6 +268,32 @@ TYPED_TEST(WinogradConvolutionTest, TakenOnlyForStride1) {
   WinogradCase strided = {2, 8, 9, 9, 8, 1, 1, true, 2};
   EXPECT_TRUE(this->Run(false, strided, "1") ==
               this->Run(false, strided, "0"));
+}
+
+TYPED_TEST(WinogradConvolutionTest, Gradients) {
+  setenv("CAFFE_CPU_CONV_BATCH_MIB", "1", 1);  // blocks across images too
+  const WinogradCase cases[] = {{3, 5, 9, 11, 4, 1, 1, true, 1},
+      {2, 6, 7, 10, 4, 0, 2, true, 1}, {2, 4, 9, 8, 6, 3, 1, false, 1},
+      {3, 128, 13, 15, 128, 1, 1, true, 1}};
+  const double tolerance = sizeof(TypeParam) == 4 ? 1e-5 : 1e-12;
+  for (int i = 0; i < 4; ++i) {
+    for (int deconv = 0; deconv < 2; ++deconv) {
+      this->Run(deconv, cases[i], "0");
+      const std::vector<std::vector<TypeParam> > im2col = this->gradients_;
+      this->Run(deconv, cases[i], "1");
+      ASSERT_EQ(im2col.size(), this->gradients_.size());
+      for (int part = 0; part < im2col.size(); ++part) {  // input, weights
+        const std::vector<double> want(im2col[part].begin(),
+                                       im2col[part].end());
+        EXPECT_LT(this->Error(this->gradients_[part], want), tolerance)
+            << "case " << i << (deconv ? " deconvolution" : " convolution")
+            << " gradient " << part;
+        if (part < 2) {  // Winograd's rounding, not the bias's sum
+          EXPECT_FALSE(this->gradients_[part] == im2col[part]);
+        }
+      }
+    }
+  }
 }
 
 TYPED_TEST(WinogradConvolutionTest, WrongReferenceFails) {

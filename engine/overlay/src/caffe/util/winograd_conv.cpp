@@ -178,6 +178,80 @@ void untransform_run(const WinogradGeometry& g, const Dtype* products,
   }
 }
 
+// A dY A^T, the adjoint of untransform_run: one run's output gradients
+// (output channel plane `out_diff`; zero where a block's second row or column
+// falls outside the output) into column `offset` of the 16 planes of
+// `products`.
+template <typename Dtype>
+void transform_gradient_run(const WinogradGeometry& g, const Dtype* out_diff,
+    const Run& run, size_t plane, Dtype* products) {
+  const int m = run.length;
+  const int y = 2 * run.ty;
+  const int x = 2 * run.tx;
+  const bool last_odd = x + 2 * m > g.out_width;
+  Dtype left[2][kRun], right[2][kRun];  // dY's two columns, per row
+  for (int i = 0; i < 2; ++i) {
+    if (y + i >= g.out_height) {
+      std::fill(left[i], left[i] + m, Dtype(0));
+      std::fill(right[i], right[i] + m, Dtype(0));
+      continue;
+    }
+    const Dtype* row = out_diff + static_cast<size_t>(y + i) * g.out_width + x;
+    const int whole = last_odd ? m - 1 : m;
+    for (int k = 0; k < whole; ++k) {
+      left[i][k] = row[2 * k];
+      right[i][k] = row[2 * k + 1];
+    }
+    if (last_odd) {
+      left[i][m - 1] = row[2 * (m - 1)];
+      right[i][m - 1] = Dtype(0);
+    }
+  }
+  // A dY, A = [1 0; 1 1; 1 -1; 0 -1]: four rows of two columns.
+  Dtype ay[4][2][kRun];
+  for (int k = 0; k < m; ++k) {
+    ay[0][0][k] = left[0][k];
+    ay[0][1][k] = right[0][k];
+    ay[1][0][k] = left[0][k] + left[1][k];
+    ay[1][1][k] = right[0][k] + right[1][k];
+    ay[2][0][k] = left[0][k] - left[1][k];
+    ay[2][1][k] = right[0][k] - right[1][k];
+    ay[3][0][k] = -left[1][k];
+    ay[3][1][k] = -right[1][k];
+  }
+  for (int i = 0; i < 4; ++i) {  // (A dY) A^T
+    Dtype* m0 = products + (i * 4 + 0) * plane + run.offset;
+    Dtype* m1 = products + (i * 4 + 1) * plane + run.offset;
+    Dtype* m2 = products + (i * 4 + 2) * plane + run.offset;
+    Dtype* m3 = products + (i * 4 + 3) * plane + run.offset;
+    const Dtype* a = ay[i][0];
+    const Dtype* b = ay[i][1];
+    for (int k = 0; k < m; ++k) {
+      m0[k] = a[k];
+      m1[k] = a[k] + b[k];
+      m2[k] = a[k] - b[k];
+      m3[k] = -b[k];
+    }
+  }
+}
+
+// B^T d B of every input channel of a chunk's runs into `tiles`.
+template <typename Dtype>
+void transform_chunk(const WinogradGeometry& g, const Dtype* input,
+    const std::vector<Run>& runs, int count, Dtype* tiles) {
+  const size_t in_size = static_cast<size_t>(g.height) * g.width;
+  const size_t plane = static_cast<size_t>(g.channels) * count;
+  split_over_threads(g.channels, [&](int begin, int end) {
+    for (int c = begin; c < end; ++c) {
+      for (size_t r = 0; r < runs.size(); ++r) {
+        transform_run(g, input + (static_cast<size_t>(runs[r].n) *
+            g.channels + c) * in_size, runs[r], plane,
+            tiles + static_cast<size_t>(c) * count);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 template <typename Dtype>
@@ -244,21 +318,11 @@ void winograd_conv3x3_cpu(const WinogradGeometry& g, const Dtype* filters,
   const int total = g.num * winograd_tiles_per_image(g);
   const int in_per_group = g.channels / g.group;
   const int out_per_group = g.out_channels / g.group;
-  const size_t in_size = static_cast<size_t>(g.height) * g.width;
   const size_t out_size = static_cast<size_t>(g.out_height) * g.out_width;
   for (int first = 0; first < total; first += chunk_tiles) {
     const int count = std::min(chunk_tiles, total - first);
     const std::vector<Run> runs = runs_of(g, first, count);
-    const size_t in_plane = static_cast<size_t>(g.channels) * count;
-    split_over_threads(g.channels, [&](int begin, int end) {
-      for (int c = begin; c < end; ++c) {
-        for (size_t r = 0; r < runs.size(); ++r) {
-          transform_run(g, input + (static_cast<size_t>(runs[r].n) *
-              g.channels + c) * in_size, runs[r], in_plane,
-              tile_buffer + static_cast<size_t>(c) * count);
-        }
-      }
-    });
+    transform_chunk(g, input, runs, count, tile_buffer);
     for (int position = 0; position < kWinogradPositions; ++position) {
       for (int group = 0; group < g.group; ++group) {
         caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, out_per_group,
@@ -286,6 +350,89 @@ void winograd_conv3x3_cpu(const WinogradGeometry& g, const Dtype* filters,
   }
 }
 
+template <typename Dtype>
+void winograd_filter_gradient_cpu(const WinogradGeometry& g,
+    const Dtype* input, const Dtype* output_diff, int chunk_tiles,
+    Dtype* tile_buffer, Dtype* product_buffer, Dtype* filter_diff) {
+  const int total = g.num * winograd_tiles_per_image(g);
+  const int in_per_group = g.channels / g.group;
+  const int out_per_group = g.out_channels / g.group;
+  const size_t out_size = static_cast<size_t>(g.out_height) * g.out_width;
+  caffe_set(winograd_filter_size(g), Dtype(0), filter_diff);
+  for (int first = 0; first < total; first += chunk_tiles) {
+    const int count = std::min(chunk_tiles, total - first);
+    const std::vector<Run> runs = runs_of(g, first, count);
+    transform_chunk(g, input, runs, count, tile_buffer);
+    const size_t out_plane = static_cast<size_t>(g.out_channels) * count;
+    split_over_threads(g.out_channels, [&](int begin, int end) {
+      for (int k = begin; k < end; ++k) {
+        for (size_t r = 0; r < runs.size(); ++r) {
+          transform_gradient_run(g, output_diff + (static_cast<size_t>(
+              runs[r].n) * g.out_channels + k) * out_size, runs[r], out_plane,
+              product_buffer + static_cast<size_t>(k) * count);
+        }
+      }
+    });
+    // dU = sum over the tiles of (A dY A^T) (B^T d B)^T, position by position.
+    for (int position = 0; position < kWinogradPositions; ++position) {
+      for (int group = 0; group < g.group; ++group) {
+        caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, out_per_group,
+            in_per_group, count, Dtype(1),
+            product_buffer + (static_cast<size_t>(position) * g.out_channels +
+                              group * out_per_group) * count,
+            tile_buffer + (static_cast<size_t>(position) * g.channels +
+                           group * in_per_group) * count,
+            Dtype(1),
+            filter_diff + (static_cast<size_t>(position) * g.out_channels +
+                           group * out_per_group) * in_per_group);
+      }
+    }
+  }
+}
+
+template <typename Dtype>
+void winograd_add_weight_gradient(const WinogradGeometry& g,
+    const Dtype* filter_diff, bool deconvolution, Dtype* weight_diff) {
+  const int in_per_group = g.channels / g.group;
+  const int out_per_group = g.out_channels / g.group;
+  const size_t plane = static_cast<size_t>(g.out_channels) * in_per_group;
+  const Dtype half = Dtype(0.5);
+  // G^T dU G, the adjoint of the filter transform, G^T = [1 1/2 1/2 0;
+  // 0 1/2 -1/2 0; 0 1/2 1/2 1], added where the filter was read from.
+  split_over_threads(g.out_channels, [&](int begin, int end) {
+    for (int k = begin; k < end; ++k) {
+      for (int c = 0; c < in_per_group; ++c) {
+        const Dtype* du = filter_diff + static_cast<size_t>(k) * in_per_group
+            + c;
+        Dtype u[4][4], r[3][4];
+        for (int i = 0; i < 16; ++i) {
+          u[i / 4][i % 4] = du[i * plane];
+        }
+        for (int j = 0; j < 4; ++j) {
+          r[0][j] = u[0][j] + half * (u[1][j] + u[2][j]);
+          r[1][j] = half * (u[1][j] - u[2][j]);
+          r[2][j] = half * (u[1][j] + u[2][j]) + u[3][j];
+        }
+        for (int p = 0; p < 3; ++p) {
+          const Dtype dw[3] = {r[p][0] + half * (r[p][1] + r[p][2]),
+                               half * (r[p][1] - r[p][2]),
+                               half * (r[p][1] + r[p][2]) + r[p][3]};
+          for (int q = 0; q < 3; ++q) {
+            if (deconvolution) {
+              const size_t channel = (k / out_per_group) * in_per_group + c;
+              weight_diff[(channel * out_per_group + k % out_per_group) * 9 +
+                  (2 - p) * 3 + (2 - q)] += dw[q];
+            } else {
+              weight_diff[(static_cast<size_t>(k) * in_per_group + c) * 9 +
+                  p * 3 + q] += dw[q];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
 template void winograd_transform_filters<float>(const WinogradGeometry&,
     const float*, bool, float*);
 template void winograd_transform_filters<double>(const WinogradGeometry&,
@@ -295,5 +442,13 @@ template void winograd_conv3x3_cpu<float>(const WinogradGeometry&,
 template void winograd_conv3x3_cpu<double>(const WinogradGeometry&,
     const double*, const double*, const double*, int, double*, double*,
     double*);
+template void winograd_filter_gradient_cpu<float>(const WinogradGeometry&,
+    const float*, const float*, int, float*, float*, float*);
+template void winograd_filter_gradient_cpu<double>(const WinogradGeometry&,
+    const double*, const double*, int, double*, double*, double*);
+template void winograd_add_weight_gradient<float>(const WinogradGeometry&,
+    const float*, bool, float*);
+template void winograd_add_weight_gradient<double>(const WinogradGeometry&,
+    const double*, bool, double*);
 
 }  // namespace caffe
