@@ -58,6 +58,16 @@ std::vector<Run> runs_of(const WinogradGeometry& g, int first, int count) {
   return runs;
 }
 
+// Group `group`'s block of plane `position` in a buffer of 16 planes of
+// `rows` rows (rows_per_group a group) of `columns` values: the operand of
+// that group's GEMM for that position.
+template <typename T>
+T* block(T* buffer, int position, int rows, int group, int rows_per_group,
+    int columns) {
+  return buffer + (static_cast<size_t>(position) * rows +
+                   group * rows_per_group) * columns;
+}
+
 // Calls body(begin, end) on parts of 0 .. items - 1, one part per thread:
 // as many threads as the BLAS uses, which our tools set per process.
 template <typename Body>
@@ -327,13 +337,12 @@ void winograd_conv3x3_cpu(const WinogradGeometry& g, const Dtype* filters,
       for (int group = 0; group < g.group; ++group) {
         caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasNoTrans, out_per_group,
             count, in_per_group, Dtype(1),
-            filters + (static_cast<size_t>(position) * g.out_channels +
-                       group * out_per_group) * in_per_group,
-            tile_buffer + (static_cast<size_t>(position) * g.channels +
-                           group * in_per_group) * count,
-            Dtype(0),
-            product_buffer + (static_cast<size_t>(position) * g.out_channels +
-                              group * out_per_group) * count);
+            block(filters, position, g.out_channels, group, out_per_group,
+                  in_per_group),
+            block(tile_buffer, position, g.channels, group, in_per_group,
+                  count), Dtype(0),
+            block(product_buffer, position, g.out_channels, group,
+                  out_per_group, count));
       }
     }
     const size_t out_plane = static_cast<size_t>(g.out_channels) * count;
@@ -378,13 +387,12 @@ void winograd_filter_gradient_cpu(const WinogradGeometry& g,
       for (int group = 0; group < g.group; ++group) {
         caffe_cpu_gemm<Dtype>(CblasNoTrans, CblasTrans, out_per_group,
             in_per_group, count, Dtype(1),
-            product_buffer + (static_cast<size_t>(position) * g.out_channels +
-                              group * out_per_group) * count,
-            tile_buffer + (static_cast<size_t>(position) * g.channels +
-                           group * in_per_group) * count,
-            Dtype(1),
-            filter_diff + (static_cast<size_t>(position) * g.out_channels +
-                           group * out_per_group) * in_per_group);
+            block(product_buffer, position, g.out_channels, group,
+                  out_per_group, count),
+            block(tile_buffer, position, g.channels, group, in_per_group,
+                  count), Dtype(1),
+            block(filter_diff, position, g.out_channels, group, out_per_group,
+                  in_per_group));
       }
     }
   }
