@@ -68,6 +68,23 @@ T* block(T* buffer, int position, int rows, int group, int rows_per_group,
                    group * rows_per_group) * columns;
 }
 
+// Where tap (p, q) of the filter from input channel c (within its group) to
+// output channel k sits in the layer's weight blob: a Convolution's
+// (out_channels, channels / group, 3, 3), or when `deconvolution` a
+// Deconvolution's (channels, out_channels / group, 3, 3), whose filters are
+// these transposed and rotated by 180 degrees.
+size_t weight_index(const WinogradGeometry& g, int k, int c, int p, int q,
+    bool deconvolution) {
+  const int in_per_group = g.channels / g.group;
+  const int out_per_group = g.out_channels / g.group;
+  if (deconvolution) {
+    const size_t channel = (k / out_per_group) * in_per_group + c;
+    return (channel * out_per_group + k % out_per_group) * 9 +
+        (2 - p) * 3 + (2 - q);
+  }
+  return (static_cast<size_t>(k) * in_per_group + c) * 9 + p * 3 + q;
+}
+
 // Calls body(begin, end) on parts of 0 .. items - 1, one part per thread:
 // as many threads as the BLAS uses, which our tools set per process.
 template <typename Body>
@@ -268,7 +285,6 @@ template <typename Dtype>
 void winograd_transform_filters(const WinogradGeometry& g,
     const Dtype* weights, bool deconvolution, Dtype* filters) {
   const int in_per_group = g.channels / g.group;
-  const int out_per_group = g.out_channels / g.group;
   const size_t plane = static_cast<size_t>(g.out_channels) * in_per_group;
   const Dtype half = Dtype(0.5);
   split_over_threads(g.out_channels, [&](int begin, int end) {
@@ -280,18 +296,8 @@ void winograd_transform_filters(const WinogradGeometry& g,
         for (int p = 0; p < 3; ++p) {
           for (int q = 0; q < 3; ++q) {
             for (int c = 0; c < m; ++c) {
-              if (deconvolution) {
-                // Deconvolution blob (channels, out_channels / group, 3, 3):
-                // input channel c0 + c of group k / out_per_group, rotated
-                // by 180 degrees.
-                const size_t channel = (k / out_per_group) * in_per_group
-                    + c0 + c;
-                w[p][q][c] = weights[(channel * out_per_group +
-                    k % out_per_group) * 9 + (2 - p) * 3 + (2 - q)];
-              } else {
-                w[p][q][c] = weights[(static_cast<size_t>(k) * in_per_group
-                    + c0 + c) * 9 + p * 3 + q];
-              }
+              w[p][q][c] = weights[weight_index(g, k, c0 + c, p, q,
+                                                deconvolution)];
             }
           }
         }
@@ -402,7 +408,6 @@ template <typename Dtype>
 void winograd_add_weight_gradient(const WinogradGeometry& g,
     const Dtype* filter_diff, bool deconvolution, Dtype* weight_diff) {
   const int in_per_group = g.channels / g.group;
-  const int out_per_group = g.out_channels / g.group;
   const size_t plane = static_cast<size_t>(g.out_channels) * in_per_group;
   const Dtype half = Dtype(0.5);
   // G^T dU G, the adjoint of the filter transform, G^T = [1 1/2 1/2 0;
@@ -426,14 +431,7 @@ void winograd_add_weight_gradient(const WinogradGeometry& g,
                                half * (r[p][1] - r[p][2]),
                                half * (r[p][1] + r[p][2]) + r[p][3]};
           for (int q = 0; q < 3; ++q) {
-            if (deconvolution) {
-              const size_t channel = (k / out_per_group) * in_per_group + c;
-              weight_diff[(channel * out_per_group + k % out_per_group) * 9 +
-                  (2 - p) * 3 + (2 - q)] += dw[q];
-            } else {
-              weight_diff[(static_cast<size_t>(k) * in_per_group + c) * 9 +
-                  p * 3 + q] += dw[q];
-            }
+            weight_diff[weight_index(g, k, c, p, q, deconvolution)] += dw[q];
           }
         }
       }
