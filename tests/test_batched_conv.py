@@ -1,8 +1,8 @@
 """Patch 0018: Convolution and Deconvolution run their CPU forward and
 backward passes over groups of images with one GEMM per group; patch 0019
-runs the forward pass of their 3x3 stride-1 layers by Winograd's F(2x2,
-3x3). Their gtests (batched against image by image, Winograd against a
-direct convolution in double, the layers' own gtests against Caffe's naive
+runs both passes of their 3x3 stride-1 layers by Winograd's F(2x2, 3x3).
+Their gtests (batched against image by image, Winograd against a direct
+convolution in double, the layers' own gtests against Caffe's naive
 reference and gradient checks) pass, and our nets compute what they computed
 before: the image-by-image path (CAFFE_CPU_CONV_BATCH_MIB=0, the unpatched
 code, bit for bit: docs/BENCHMARKS.md), the batched im2col one and the
@@ -97,7 +97,7 @@ def test_batched_gtests_pass(cpu_prefix):
     dilated, strided and padded convolutions and deconvolutions, the group
     size's memory bound; Winograd against a direct convolution in double,
     pads 0 to 3, odd sizes, grouped, blocks across images, a reference that
-    must fail; Winograd's input gradients against im2col's) and the layers'
+    must fail; Winograd's gradients against im2col's) and the layers'
     own gtests on the CPU."""
     testbin = cpu_prefix / "bin" / "test.testbin"
     out = subprocess.run([str(testbin), "--gtest_filter=*BatchedConvolution*:*WinogradConvolution*:"
